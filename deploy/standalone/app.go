@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mrlb/mrlb/deploy/standalone/demo"
+	"github.com/mrlb/mrlb/services/configmgr"
+	"github.com/mrlb/mrlb/shared/bus"
+	"github.com/mrlb/mrlb/shared/config"
+	"github.com/mrlb/mrlb/shared/embeddednats"
+	"github.com/mrlb/mrlb/shared/lifecycle"
+	"github.com/mrlb/mrlb/shared/ops"
+)
+
+// app is what run starts and later stops.
+type app struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	natsURL string
+	conns   []*nats.Conn
+	runners []lifecycle.Runner
+	lines   []string // what the banner prints
+}
+
+// run starts everything, serves until ctx ends, and shuts down in order:
+// services first (in-flight requests finish), then their NATS connections
+// drain, then the embedded server stops.
+func run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
+	a := &app{cfg: cfg, log: log, reg: ops.NewRegistry(), natsURL: cfg.NATS.URL}
+	if a.natsURL == "" {
+		ns, err := startEmbedded(cfg.Standalone, log)
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		a.natsURL = ns.ClientURL()
+	}
+	if strings.TrimSpace(cfg.RegionalEndpoints) == "" {
+		if err := a.startDemoRegions(); err != nil {
+			return err
+		}
+	}
+	err := a.startServices(ctx)
+	defer a.drain()
+	if err != nil {
+		return err
+	}
+	if cfg.MetricsAddr != "" && cfg.MetricsAddr != "off" {
+		srv, err := ops.Listen(cfg.MetricsAddr, a.reg, a.ready, log)
+		if err != nil {
+			return err
+		}
+		a.runners = append(a.runners, srv)
+		a.lines = append(a.lines, fmt.Sprintf("metrics   http://%s/metrics  (also /healthz, /readyz)", displayAddr(srv.Addr())))
+	}
+	a.printBanner(out)
+	return lifecycle.Group(ctx, a.runners...)
+}
+
+func startEmbedded(c config.Standalone, log *slog.Logger) (*embeddednats.Server, error) {
+	dir := c.DataDir
+	if dir == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return nil, &config.VarError{Var: "STANDALONE_DATA_DIR", Err: fmt.Errorf("no default (user cache dir unknown: %w); set it", err)}
+		}
+		dir = filepath.Join(cache, "mrlb", "standalone")
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, &config.VarError{Var: "STANDALONE_DATA_DIR", Err: err}
+	}
+	ns, err := embeddednats.Start(embeddednats.Options{StoreDir: dir, Listen: c.NATSListen, ServerName: "lb-standalone"})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	log.Info("embedded NATS started", "url", ns.ClientURL(), "store", dir)
+	return ns, nil
+}
+
+func (a *app) startDemoRegions() error {
+	var eps []string
+	for _, d := range demo.Defaults {
+		r, err := demo.Listen(d.Name, d.Addr, d.Latency)
+		if err != nil {
+			return fmt.Errorf("demo regions need ports 9001-9003 (or set REGIONAL_ENDPOINTS): %w", err)
+		}
+		a.runners = append(a.runners, r)
+		eps = append(eps, d.Name+":"+r.URL())
+		a.lines = append(a.lines, fmt.Sprintf("demo      %-8s %s  (latency %s)", d.Name, r.URL(), d.Latency))
+	}
+	a.cfg.RegionalEndpoints = strings.Join(eps, ",")
+	return nil
+}
+
+// connect opens one NATS connection per service, as separate processes would.
+func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
+	nc, err := bus.Connect(ctx, "standalone-"+name, a.natsURL, a.log.With("component", name))
+	if err != nil {
+		return nil, err
+	}
+	a.conns = append(a.conns, nc)
+	return nc, nil
+}
+
+func (a *app) startServices(ctx context.Context) error {
+	c := a.cfg
+	nc, err := a.connect(ctx, "configmgr")
+	if err != nil {
+		return err
+	}
+	cm, err := configmgr.New(ctx, nc, configmgr.Config{NATS: c.NATS, Ops: c.Ops, Seed: c.Seed}, a.log.With("component", "configmgr"), a.reg)
+	if err != nil {
+		return err
+	}
+	a.runners = append(a.runners, cm)
+	return nil
+}
+
+func (a *app) ready(ctx context.Context) error {
+	for _, nc := range a.conns {
+		if !nc.IsConnected() {
+			return errors.New("nats not connected")
+		}
+	}
+	return nil
+}
+
+func (a *app) drain() {
+	ctx, cancel := context.WithTimeout(context.Background(), lifecycle.DrainTimeout)
+	defer cancel()
+	for _, nc := range a.conns {
+		bus.Drain(ctx, nc)
+	}
+}
+
+func (a *app) printBanner(out io.Writer) {
+	var b strings.Builder
+	b.WriteString("\nmulti-region load balancer (standalone) is up\n\n")
+	for _, l := range a.lines {
+		b.WriteString("  " + l + "\n")
+	}
+	b.WriteString(fmt.Sprintf("  nats      %s\n", a.natsURL))
+	b.WriteString("\nstarted at " + time.Now().Format(time.RFC3339) + "\n")
+	_, _ = io.WriteString(out, b.String())
+}
+
+// displayAddr turns ":8080" into "127.0.0.1:8080" for copy-paste.
+func displayAddr(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "127.0.0.1" + addr
+	}
+	if strings.HasPrefix(addr, "[::]:") {
+		return "127.0.0.1:" + strings.TrimPrefix(addr, "[::]:")
+	}
+	if strings.HasPrefix(addr, "0.0.0.0:") {
+		return "127.0.0.1:" + strings.TrimPrefix(addr, "0.0.0.0:")
+	}
+	return addr
+}

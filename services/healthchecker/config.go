@@ -1,0 +1,79 @@
+package healthchecker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/mrlb/mrlb/shared/config"
+	"github.com/mrlb/mrlb/shared/model"
+)
+
+// Config is the health checker's configuration, read from the environment.
+type Config struct {
+	config.NATS
+	config.Ops
+	config.Health
+	config.RegionTLS
+	// MemberID names this replica in lb_members and in metrics. Empty means
+	// hostname-pid; set it to a stable name (a pod name) in deployments, and
+	// to distinct names when several instances share one process (tests).
+	MemberID string `envconfig:"HEALTHCHECKER_ID"`
+}
+
+// DefaultConfig returns the defaults that are not in the env tags.
+func DefaultConfig() Config {
+	c := Config{}
+	c.URL = config.DefaultNATSURL
+	c.MetricsAddr = ":9092"
+	c.Replicas = 1
+	c.RequestTimeout = config.Duration(5e9)
+	c.LogLevel = "info"
+	c.Interval = config.Duration(30e9)
+	c.Timeout = config.Duration(5e9)
+	c.Path = "/health"
+	c.FailureThreshold = 3
+	c.RecoveryThreshold = 2
+	c.HistoryMaxAge = config.Duration(24 * 3600e9)
+	c.HistoryPerRegion = 1000
+	return c
+}
+
+// Validate implements config.Validator.
+func (c Config) Validate() error {
+	if err := config.All(c.NATS, c.Ops, c.Health, c.RegionTLS); err != nil {
+		return err
+	}
+	if c.MemberID != "" {
+		if err := model.ValidateRegionName(c.MemberID); err != nil {
+			return &config.VarError{Var: "HEALTHCHECKER_ID", Err: errors.New("must match ^[a-z0-9][a-z0-9-]{0,62}$")}
+		}
+	}
+	return nil
+}
+
+// OpsConfig implements lifecycle.Config.
+func (c Config) OpsConfig() config.Ops { return c.Ops }
+
+// defaultMemberID is hostname-pid reduced to a valid KV key.
+func defaultMemberID() string {
+	host, _ := os.Hostname()
+	var b strings.Builder
+	for _, r := range strings.ToLower(host) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	name := strings.Trim(b.String(), "-")
+	if name == "" {
+		name = "hc"
+	}
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return fmt.Sprintf("%s-%d", name, os.Getpid())
+}

@@ -1,0 +1,118 @@
+// Package metrics holds the router's Prometheus collectors and hands out
+// per-region handles once, so the request path only does atomic adds.
+package metrics
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Router is every collector of one router.
+type Router struct {
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	retries    *prometheus.CounterVec
+	ejections  *prometheus.CounterVec
+	Exhausted  prometheus.Counter
+	InFlight   prometheus.Gauge
+	Panic      prometheus.Counter
+	NoRegion   prometheus.Counter
+	Snapshots  prometheus.Counter
+	mu         sync.Mutex
+	perRegion  map[string]*Region
+	noneRegion *Region
+}
+
+// New registers the collectors on reg.
+func New(reg prometheus.Registerer) (*Router, error) {
+	m := &Router{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lb_router_requests_total",
+			Help: "Proxied requests by the region that answered and status class (1xx..5xx, or error when no response).",
+		}, []string{"region", "class"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lb_router_upstream_latency_seconds",
+			Help:    "Time from sending a request to a region to its response headers.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"region"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lb_router_retries_total",
+			Help: "Requests retried on another region, by the region that failed and the reason.",
+		}, []string{"region", "reason"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lb_router_outlier_ejections_total",
+			Help: "Times this router ejected a region by passive outlier detection.",
+		}, []string{"region"}),
+		Exhausted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lb_router_retry_budget_exhausted_total",
+			Help: "Retries not made because the retry budget was spent.",
+		}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lb_router_in_flight_requests",
+			Help: "Requests being proxied now.",
+		}),
+		Panic: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lb_router_panic_routing_total",
+			Help: "Requests routed while no region was in rotation (panic routing).",
+		}),
+		NoRegion: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lb_router_no_region_total",
+			Help: "Requests answered 503 because no region exists or none answered.",
+		}),
+		Snapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lb_router_snapshots_total",
+			Help: "Routing snapshots built.",
+		}),
+		perRegion: map[string]*Region{},
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, m.InFlight, m.Panic, m.NoRegion, m.Snapshots} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Region holds one region's handles.
+type Region struct {
+	byClass   [6]prometheus.Counter // 0 = error, 1..5 = status class
+	Latency   prometheus.Observer
+	Ejections prometheus.Counter
+	retries   *prometheus.CounterVec
+	name      string
+}
+
+// ForRegion returns the (cached) handles of region.
+func (m *Router) ForRegion(region string) *Region {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r, ok := m.perRegion[region]; ok {
+		return r
+	}
+	r := &Region{
+		Latency:   m.latency.WithLabelValues(region),
+		Ejections: m.ejections.WithLabelValues(region),
+		retries:   m.retries,
+		name:      region,
+	}
+	r.byClass[0] = m.requests.WithLabelValues(region, "error")
+	for c := 1; c <= 5; c++ {
+		r.byClass[c] = m.requests.WithLabelValues(region, strconv.Itoa(c)+"xx")
+	}
+	m.perRegion[region] = r
+	return r
+}
+
+// Request counts one answer with HTTP status (0: no response).
+func (r *Region) Request(status int) {
+	c := status / 100
+	if c < 1 || c > 5 {
+		c = 0
+	}
+	r.byClass[c].Inc()
+}
+
+// Retry counts a retry away from this region.
+func (r *Region) Retry(reason string) { r.retries.WithLabelValues(r.name, reason).Inc() }

@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mrlb/mrlb/services/router/metrics"
+	"github.com/mrlb/mrlb/services/router/table"
+	"github.com/mrlb/mrlb/shared/logging"
+	"github.com/mrlb/mrlb/shared/model"
+)
+
+type testRouter struct {
+	table  *table.Table
+	url    string
+	events chan table.Event
+	m      *metrics.Router
+	reg    *prometheus.Registry
+}
+
+// startRouter runs a proxy over regions (name -> endpoint) with strategy.
+func startRouter(t *testing.T, o Options, strat string, regions map[string]string) *testRouter {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o = o.Defaults()
+	events := make(chan table.Event, 64)
+	tb := table.New(table.Options{NewUpstream: UpstreamFactory(o, m), Events: events, Log: logging.Discard()})
+	st := table.NewState()
+	for name, ep := range regions {
+		st.Regions[name] = model.Region{Region: name, Endpoint: ep, Weight: 1}
+	}
+	st.Strategy = &model.StrategyConfig{Strategy: strat}
+	tb.Replace(st)
+	p := New(tb, m, o, logging.Discard())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+		<-done
+		tb.Close()
+	})
+	return &testRouter{table: tb, url: "http://" + ln.Addr().String(), events: events, m: m, reg: reg}
+}
+
+// client is a plain client with its own pool so tests do not share sockets.
+func client() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+}
+
+// eventually polls f until it returns true or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// deadAddr returns a loopback address nothing listens on (port 1 is never
+// handed out to test listeners, unlike a port that was just freed).
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	return "127.0.0.1:1"
+}
+
+// testCA makes a CA and a server certificate for localhost signed by it, and
+// writes the CA to a PEM file (as REGION_TLS_CA_FILE would name).
+func testCA(t *testing.T) (serverCert tls.Certificate, caFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "mrlb test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, caFile
+}

@@ -1,0 +1,510 @@
+// Package proxy is the router's data plane: a fasthttp server whose handler
+// picks a region from the current routing snapshot, forwards the request on
+// that region's keep-alive pool, retries where it is safe, and streams the
+// answer back. The request path takes no lock.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/mrlb/mrlb/services/router/metrics"
+	"github.com/mrlb/mrlb/services/router/table"
+)
+
+// DefaultRetryBodyLimit is how much of a request body the router buffers so
+// the request can be re-sent to another region: bodies up to 64 KiB (with a
+// Content-Length) are buffered; larger or chunked bodies stream straight
+// through and are re-sent only if the first region never read a byte.
+const DefaultRetryBodyLimit = 64 << 10
+
+// smallBody is the largest response body read whole before answering, which
+// frees the region connection before the client is written to.
+const smallBody = 16 << 10
+
+// maxAttempts bounds the regions one request may try.
+const maxAttempts = 8
+
+// Options tune the data plane; zero values take the defaults of Defaults.
+type Options struct {
+	DialTimeout           time.Duration
+	TLSHandshakeTimeout   time.Duration
+	ResponseHeaderTimeout time.Duration
+	IdleConnTimeout       time.Duration
+	MaxIdleConnsPerRegion int
+	// MaxConnsPerRegion caps open connections to one region.
+	MaxConnsPerRegion int
+	// TLS is the client TLS configuration for https regions (regiontls.Build).
+	TLS *tls.Config
+	// RetryBodyLimit: see DefaultRetryBodyLimit.
+	RetryBodyLimit int
+	// OutlierConsecutive failures (connection errors or 5xx) eject a region;
+	// 0 disables passive outlier detection.
+	OutlierConsecutive int
+	// OutlierBaseEjection is the first ejection time; it doubles with every
+	// ejection of the same region up to OutlierMaxEjection.
+	OutlierBaseEjection time.Duration
+	OutlierMaxEjection  time.Duration
+	// BudgetRatio of the requests in BudgetWindow may be retried, plus
+	// BudgetFloor retries per window.
+	BudgetRatio  float64
+	BudgetFloor  int
+	BudgetWindow time.Duration
+	// ShutdownGrace bounds how long Shutdown waits for in-flight requests.
+	ShutdownGrace time.Duration
+}
+
+// Defaults fills zero fields with the defaults.
+func (o Options) Defaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.DialTimeout, 5*time.Second)
+	def(&o.TLSHandshakeTimeout, 5*time.Second)
+	def(&o.ResponseHeaderTimeout, 30*time.Second)
+	def(&o.IdleConnTimeout, 90*time.Second)
+	def(&o.OutlierBaseEjection, 10*time.Second)
+	def(&o.OutlierMaxEjection, 5*time.Minute)
+	def(&o.BudgetWindow, 10*time.Second)
+	def(&o.ShutdownGrace, 30*time.Second)
+	if o.MaxIdleConnsPerRegion <= 0 {
+		o.MaxIdleConnsPerRegion = 512
+	}
+	if o.MaxConnsPerRegion <= 0 {
+		o.MaxConnsPerRegion = 4096
+	}
+	if o.RetryBodyLimit <= 0 {
+		o.RetryBodyLimit = DefaultRetryBodyLimit
+	}
+	if o.BudgetRatio <= 0 {
+		o.BudgetRatio = 0.2
+	}
+	if o.BudgetFloor <= 0 {
+		o.BudgetFloor = 10
+	}
+	return o
+}
+
+// Proxy serves the router's listener.
+type Proxy struct {
+	table  *table.Table
+	opts   Options
+	m      *metrics.Router
+	log    *slog.Logger
+	budget *Budget
+	srv    *fasthttp.Server
+
+	lastPanicLog atomic.Int64
+	hijackMu     sync.Mutex
+	hijacked     map[net.Conn]struct{}
+	closing      bool
+	hijackWG     sync.WaitGroup
+}
+
+// New builds the proxy over t.
+func New(t *table.Table, m *metrics.Router, o Options, log *slog.Logger) *Proxy {
+	o = o.Defaults()
+	p := &Proxy{
+		table:    t,
+		opts:     o,
+		m:        m,
+		log:      log,
+		budget:   NewBudget(o.BudgetRatio, o.BudgetFloor, o.BudgetWindow),
+		hijacked: map[net.Conn]struct{}{},
+	}
+	p.srv = &fasthttp.Server{
+		Handler:                      p.Handle,
+		Name:                         "",
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           o.RetryBodyLimit,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+		ReadBufferSize:               16 << 10,
+		IdleTimeout:                  o.IdleConnTimeout,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{log},
+	}
+	return p
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (p *Proxy) Serve(ln net.Listener) error {
+	if err := p.srv.Serve(ln); err != nil {
+		return fmt.Errorf("router serve: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting, waits for in-flight requests (bounded by ctx),
+// then closes upgraded connections.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	err := p.srv.ShutdownWithContext(ctx)
+	p.hijackMu.Lock()
+	p.closing = true
+	for c := range p.hijacked {
+		_ = c.Close()
+	}
+	p.hijackMu.Unlock()
+	p.hijackWG.Wait()
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("router shutdown: %w", err)
+	}
+	return nil
+}
+
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+}
+
+var (
+	headerRegion  = []byte("X-LB-Region")
+	headerXFF     = []byte("X-Forwarded-For")
+	headerXFHost  = []byte("X-Forwarded-Host")
+	headerXFProto = []byte("X-Forwarded-Proto")
+	headerConn    = []byte("Connection")
+	strHTTP11     = []byte("HTTP/1.1")
+	strHTTP       = []byte("http")
+	strHTTPS      = []byte("https")
+	strJSON       = []byte("application/json")
+	hopHeaders    = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+)
+
+// JSON bodies of the errors the router answers itself.
+var (
+	bodyNoRegion  = []byte(`{"error":"no region is available","code":"no_region_available"}`)
+	bodyNoAnswer  = []byte(`{"error":"no region answered","code":"no_region_available"}`)
+	bodyBadGW     = []byte(`{"error":"the region failed to answer","code":"bad_gateway"}`)
+	bodyTimeout   = []byte(`{"error":"the region did not answer in time","code":"gateway_timeout"}`)
+	bodyBadRegion = []byte(`{"error":"the region sent an invalid response","code":"bad_gateway"}`)
+)
+
+func isIdempotent(h *fasthttp.RequestHeader) bool {
+	return h.IsGet() || h.IsHead() || h.IsPut() || h.IsDelete() || h.IsOptions() || h.IsTrace()
+}
+
+// countingReader tells whether a streamed request body was touched, which
+// decides whether the request may still go to another region.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+var countingPool = sync.Pool{New: func() any { return new(countingReader) }}
+
+// Handle proxies one request.
+func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
+	p.m.InFlight.Inc()
+	defer p.m.InFlight.Dec()
+	if ctx.Request.Header.ConnectionUpgrade() && len(ctx.Request.Header.Peek("Upgrade")) > 0 {
+		p.serveUpgrade(ctx)
+		return
+	}
+	snap := p.table.Snapshot()
+	up := snap.Pick()
+	if up == nil {
+		p.m.NoRegion.Inc()
+		writeError(ctx, nil, fasthttp.StatusServiceUnavailable, bodyNoRegion)
+		return
+	}
+	if snap.Panic {
+		p.notePanic(snap)
+	}
+	now := time.Now()
+	p.budget.Request(now)
+
+	in := &ctx.Request
+	out := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(out)
+	in.Header.CopyTo(&out.Header)
+	stripRequestHop(&out.Header, &in.Header)
+	out.Header.SetProtocolBytes(strHTTP11)
+	setForwarded(ctx, &out.Header)
+	uri := requestURI(in)
+
+	idem := isIdempotent(&in.Header)
+	cl := in.Header.ContentLength()
+	var cr *countingReader
+	switch {
+	case cl == -2 || cl == 0:
+		// no body
+	case cl > 0 && cl <= p.opts.RetryBodyLimit:
+		out.SetBodyRaw(in.Body())
+	default:
+		cr = countingPool.Get().(*countingReader)
+		*cr = countingReader{r: ctx.RequestBodyStream()}
+		defer countingPool.Put(cr)
+		out.SetBodyStream(cr, cl)
+	}
+	resendable := func() bool { return cr == nil || cr.n == 0 }
+
+	var tried [maxAttempts]*table.Upstream
+	n := 0
+	statusRetried := false
+	stale := 0
+	for {
+		tried[n] = up
+		n++
+		setTarget(&out.Header, up, uri)
+		resp := fasthttp.AcquireResponse()
+		start := time.Now()
+		bs, err := roundTrip(up.Client, out, resp, p.opts.ResponseHeaderTimeout)
+		if err == nil {
+			d := time.Since(start)
+			up.Latency.Observe(d)
+			status := resp.StatusCode()
+			if up.Metrics != nil {
+				up.Metrics.Latency.Observe(d.Seconds())
+				up.Metrics.Request(status)
+			}
+			if status >= 500 {
+				p.failure(up)
+			} else {
+				up.Success()
+			}
+			if (status == 502 || status == 503 || status == 504) && idem && !statusRetried && n < maxAttempts && resendable() {
+				if alt := p.alternative(snap, tried[:n], up, "status"); alt != nil {
+					statusRetried = true
+					if bs != nil {
+						_ = bs.CloseWithError(errDiscard)
+					} else {
+						fasthttp.ReleaseResponse(resp)
+					}
+					up = alt
+					continue
+				}
+			}
+			p.relay(ctx, up, resp, bs)
+			return
+		}
+		fasthttp.ReleaseResponse(resp)
+
+		if stale < 2 && resendable() && (errors.Is(err, errStale) || (idem && errors.Is(err, errStaleRead))) {
+			// Not the region's fault: try a fresh connection to it.
+			stale++
+			n--
+			continue
+		}
+		if up.Metrics != nil {
+			up.Metrics.Request(0)
+		}
+		p.failure(up)
+		notSent := errors.Is(err, errNotSent)
+		timeout := errors.Is(err, errHeaderTimeout)
+		retry := false
+		switch {
+		case notSent:
+			retry = resendable() // any method: the region never saw it
+		case !statusRetried && idem && resendable():
+			retry = true
+			statusRetried = true
+		}
+		if retry && n < maxAttempts {
+			reason := "error"
+			if notSent {
+				reason = "connect"
+			} else if timeout {
+				reason = "timeout"
+			}
+			if alt := p.alternative(snap, tried[:n], up, reason); alt != nil {
+				up = alt
+				continue
+			}
+		}
+		p.log.Debug("proxy error", "region", up.Name, "err", err, "retry", retry)
+		switch {
+		case notSent:
+			p.m.NoRegion.Inc()
+			writeError(ctx, up, fasthttp.StatusServiceUnavailable, bodyNoAnswer)
+		case timeout:
+			writeError(ctx, up, fasthttp.StatusGatewayTimeout, bodyTimeout)
+		default:
+			writeError(ctx, up, fasthttp.StatusBadGateway, bodyBadGW)
+		}
+		return
+	}
+}
+
+var errDiscard = errors.New("response discarded for a retry")
+
+// alternative returns another region for a retry if the budget allows.
+func (p *Proxy) alternative(snap *table.Snapshot, tried []*table.Upstream, failed *table.Upstream, reason string) *table.Upstream {
+	alt := snap.Alternative(tried)
+	if alt == nil {
+		return nil
+	}
+	if !p.budget.Allow(time.Now()) {
+		p.m.Exhausted.Inc()
+		return nil
+	}
+	if failed.Metrics != nil {
+		failed.Metrics.Retry(reason)
+	}
+	return alt
+}
+
+// failure counts a failed answer and ejects the region at the threshold.
+func (p *Proxy) failure(up *table.Upstream) {
+	if c := up.Failure(); p.opts.OutlierConsecutive > 0 && c >= p.opts.OutlierConsecutive && !up.Ejected() {
+		p.table.Eject(up, p.opts.OutlierBaseEjection, p.opts.OutlierMaxEjection)
+	}
+}
+
+func (p *Proxy) notePanic(snap *table.Snapshot) {
+	p.m.Panic.Inc()
+	now := time.Now().Unix()
+	if last := p.lastPanicLog.Load(); now-last >= 10 && p.lastPanicLog.CompareAndSwap(last, now) {
+		p.log.Warn("panic routing: no region in rotation, trying every region not ejected", "candidates", len(snap.Candidates))
+	}
+}
+
+var smallPool = sync.Pool{New: func() any { b := make([]byte, smallBody); return &b }}
+
+// relay copies the region's answer to the client; bs (nil when there is no
+// body) owns resp.
+func (p *Proxy) relay(ctx *fasthttp.RequestCtx, up *table.Upstream, resp *fasthttp.Response, bs *bodyStream) {
+	h := &ctx.Response.Header
+	resp.Header.CopyTo(h)
+	stripResponseHop(h)
+	h.SetBytesK(headerRegion, up.Name)
+	if bs == nil {
+		fasthttp.ReleaseResponse(resp)
+		return
+	}
+	cl := resp.Header.ContentLength()
+	if cl >= 0 && cl <= smallBody {
+		bp := smallPool.Get().(*[]byte)
+		buf := (*bp)[:cl]
+		_, err := io.ReadFull(bs, buf)
+		if err == nil {
+			ctx.Response.SetBody(buf)
+		}
+		_ = bs.CloseWithError(err)
+		smallPool.Put(bp)
+		if err != nil {
+			h.Reset()
+			writeError(ctx, up, fasthttp.StatusBadGateway, bodyBadRegion)
+		}
+		return
+	}
+	if cl < 0 {
+		cl = -1
+	}
+	ctx.Response.SetBodyStream(bs, cl)
+}
+
+// writeError answers with the router's own JSON error.
+func writeError(ctx *fasthttp.RequestCtx, up *table.Upstream, status int, body []byte) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(strJSON)
+	if up != nil {
+		ctx.Response.Header.SetBytesK(headerRegion, up.Name)
+	}
+	ctx.Response.SetBodyRaw(body)
+}
+
+// requestURI is the path and query as the client sent them.
+func requestURI(in *fasthttp.Request) []byte {
+	uri := in.Header.RequestURI()
+	if len(uri) > 0 && uri[0] == '/' {
+		return uri
+	}
+	if bytes.Equal(uri, []byte("*")) {
+		return uri
+	}
+	return in.URI().RequestURI() // absolute-form request
+}
+
+// setTarget points the request at up: Host and the endpoint's path prefix.
+func setTarget(h *fasthttp.RequestHeader, up *table.Upstream, uri []byte) {
+	h.SetHost(up.Host)
+	if up.PathPrefix == "" {
+		h.SetRequestURIBytes(uri)
+		return
+	}
+	var arr [512]byte
+	buf := append(arr[:0], up.PathPrefix...)
+	if len(uri) > 0 && uri[0] != '/' { // "*"
+		uri = nil
+	}
+	buf = append(buf, uri...)
+	if len(buf) == len(up.PathPrefix) {
+		buf = append(buf, '/')
+	}
+	h.SetRequestURIBytes(buf)
+}
+
+// setForwarded sets X-Forwarded-For (appending the client), -Host and -Proto.
+func setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
+	var arr [256]byte
+	buf := arr[:0]
+	if prior := ctx.Request.Header.PeekBytes(headerXFF); len(prior) > 0 {
+		buf = append(buf, prior...)
+		buf = append(buf, ", "...)
+	}
+	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		buf = ta.AddrPort().Addr().Unmap().AppendTo(buf)
+	} else {
+		buf = append(buf, ctx.RemoteAddr().String()...)
+	}
+	h.SetBytesKV(headerXFF, buf)
+	h.SetBytesKV(headerXFHost, ctx.Request.Header.Host())
+	if ctx.IsTLS() {
+		h.SetBytesKV(headerXFProto, strHTTPS)
+	} else {
+		h.SetBytesKV(headerXFProto, strHTTP)
+	}
+}
+
+// stripRequestHop removes hop-by-hop headers, including those the client
+// named in Connection.
+func stripRequestHop(h, in *fasthttp.RequestHeader) {
+	if c := in.PeekBytes(headerConn); len(c) > 0 {
+		for tok := range bytes.SplitSeq(c, []byte(",")) {
+			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+				h.DelBytes(tok)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+	h.ResetConnectionClose()
+}
+
+func stripResponseHop(h *fasthttp.ResponseHeader) {
+	if c := h.PeekBytes(headerConn); len(c) > 0 {
+		for tok := range bytes.SplitSeq(c, []byte(",")) {
+			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+				h.DelBytes(tok)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+	h.ResetConnectionClose()
+}

@@ -1,0 +1,218 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/mrlb/mrlb/services/router/metrics"
+	"github.com/mrlb/mrlb/services/router/table"
+)
+
+// errNotSent marks a failure before any byte of the request reached the
+// region (dial, TLS handshake, no free connection): safe to send elsewhere.
+var errNotSent = errors.New("request not sent")
+
+// errHeaderTimeout is a region that did not answer within the
+// response-header timeout.
+var errHeaderTimeout = errors.New("region did not answer in time")
+
+// dialer opens connections to one region, doing the TLS handshake itself so
+// that SNI is the region's host and the handshake has its own timeout.
+type dialer struct {
+	net        net.Dialer
+	tls        *tls.Config // nil for plain http
+	tlsTimeout time.Duration
+}
+
+func (d *dialer) dial(addr string) (net.Conn, error) {
+	c, err := d.net.Dial("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	if d.tls == nil {
+		return c, nil
+	}
+	tc := tls.Client(c, d.tls)
+	ctx, cancel := context.WithTimeout(context.Background(), d.tlsTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+	}
+	return tc, nil
+}
+
+// UpstreamFactory returns the function the table uses to build a region's
+// upstream: parsed endpoint, keep-alive pool with the configured timeouts,
+// TLS with SNI = the region's host, and metric handles.
+func UpstreamFactory(o Options, m *metrics.Router) func(name, endpoint string) (*table.Upstream, error) {
+	return func(name, endpoint string) (*table.Upstream, error) {
+		u, err := table.ParseEndpoint(name, endpoint)
+		if err != nil {
+			return nil, err
+		}
+		d := &dialer{net: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}, tlsTimeout: o.TLSHandshakeTimeout}
+		if u.TLS {
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+			if o.TLS != nil {
+				cfg = o.TLS.Clone()
+			}
+			host, _, err := net.SplitHostPort(u.Addr)
+			if err != nil {
+				host = u.Host
+			}
+			cfg.ServerName = host
+			cfg.NextProtos = []string{"http/1.1"}
+			d.tls = cfg
+		}
+		u.Client = &fasthttp.HostClient{
+			Addr:                          u.Addr,
+			Name:                          "",
+			NoDefaultUserAgentHeader:      true,
+			Dial:                          d.dial,
+			MaxConns:                      max(o.MaxConnsPerRegion, o.MaxIdleConnsPerRegion),
+			MaxConnWaitTimeout:            o.DialTimeout,
+			MaxIdleConnDuration:           o.IdleConnTimeout,
+			DisableHeaderNamesNormalizing: true,
+			DisablePathNormalizing:        true,
+			ConnPoolStrategy:              fasthttp.LIFO,
+		}
+		if m != nil {
+			u.Metrics = m.ForRegion(name)
+		}
+		return u, nil
+	}
+}
+
+// roundTrip sends req on a pooled connection of hc and reads the response
+// head within headerTimeout. When the response has a body it is returned as
+// a *bodyStream still on the connection, which owns resp from then on and
+// gives the connection back when closed. On failure the error wraps
+// errNotSent when nothing was sent, errStale for a dead kept-alive
+// connection and errHeaderTimeout on a timeout.
+func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, headerTimeout time.Duration) (*bodyStream, error) {
+	cc, err := hc.AcquireConn(0, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	conn := cc.Conn()
+	reused := !cc.LastUseTime().IsZero()
+	_ = conn.SetWriteDeadline(time.Time{})
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		hc.CloseConn(cc)
+		if reused {
+			// A kept-alive connection the region had already closed.
+			return nil, fmt.Errorf("%w: stale connection: %w", errStale, err)
+		}
+		return nil, fmt.Errorf("send request: %w", err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(headerTimeout))
+	resp.StreamBody = true
+	if req.Header.IsHead() {
+		resp.SkipBody = true
+	}
+	br := hc.AcquireReader(conn)
+	err = resp.ReadLimitBody(br, 0)
+	if err != nil {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, fmt.Errorf("%w: %w", errHeaderTimeout, err)
+		}
+		if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+			return nil, fmt.Errorf("%w: %w", errStaleRead, err)
+		}
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	// Bodies (SSE, downloads) may take as long as they take.
+	_ = conn.SetReadDeadline(time.Time{})
+	closeConn := req.ConnectionClose() || resp.ConnectionClose()
+	s := resp.BodyStream()
+	if s == nil {
+		hc.ReleaseReader(br)
+		if closeConn {
+			hc.CloseConn(cc)
+		} else {
+			hc.ReleaseConn(cc)
+		}
+		return nil, nil
+	}
+	bs := bodyStreamPool.Get().(*bodyStream)
+	*bs = bodyStream{r: s, hc: hc, cc: cc, br: br, closeConn: closeConn, resp: resp}
+	return bs, nil
+}
+
+// errStale is a write failure on a reused keep-alive connection: the region
+// had closed it while idle and never saw the request, so any method may be
+// sent again on a fresh connection if its body can be re-sent.
+var errStale = errors.New("stale keep-alive connection")
+
+// errStaleRead is a reused connection closed before any response byte. The
+// region almost surely dropped it while idle, but as it may have read the
+// request only idempotent requests are sent again.
+var errStaleRead = errors.New("keep-alive connection closed before the response")
+
+var bodyStreamPool = sync.Pool{New: func() any { return new(bodyStream) }}
+
+// bodyStream is a region's response body still on its connection; closing it
+// returns the connection to the pool when the body was read to the end.
+type bodyStream struct {
+	r         io.Reader
+	hc        *fasthttp.HostClient
+	cc        any // *fasthttp.clientConn, unexported, handed back through callConn
+	br        *bufio.Reader
+	resp      *fasthttp.Response
+	eof       bool
+	closeConn bool
+	closed    bool
+}
+
+func (b *bodyStream) Read(p []byte) (int, error) {
+	if b.closed {
+		return 0, io.ErrClosedPipe
+	}
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+// CloseWithError implements fasthttp.ReadCloserWithError (and deliberately
+// not io.Closer: fasthttp would call both, and the object is pooled).
+func (b *bodyStream) CloseWithError(err error) error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.hc.ReleaseReader(b.br)
+	if b.eof && err == nil && !b.closeConn {
+		callConn(b.hc.ReleaseConn, b.cc)
+	} else {
+		callConn(b.hc.CloseConn, b.cc)
+	}
+	fasthttp.ReleaseResponse(b.resp)
+	*b = bodyStream{closed: true}
+	bodyStreamPool.Put(b)
+	return nil
+}
+
+// callConn hands a pooled connection kept as any back to the pool method f;
+// the type parameter is inferred from f because fasthttp does not export it.
+func callConn[T any](f func(*T), cc any) { f(cc.(*T)) }

@@ -1,0 +1,480 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mrlb/mrlb/services/router/metrics"
+	"github.com/mrlb/mrlb/services/router/proxy"
+	"github.com/mrlb/mrlb/services/router/table"
+	"github.com/mrlb/mrlb/shared/bus"
+	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/regiontls"
+)
+
+// Version is reported in the presence record.
+var Version = "dev"
+
+// watchedBuckets are the buckets a snapshot is built from.
+var watchedBuckets = []string{bus.BucketRegions, bus.BucketConfig, bus.BucketHealth, bus.BucketFailover}
+
+// Service is one router replica.
+type Service struct {
+	cfg       Config
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	log       *slog.Logger
+	id        string
+	started   time.Time
+	statePath string
+	ln        net.Listener
+	table     *table.Table
+	proxy     *proxy.Proxy
+	metrics   *metrics.Router
+	events    chan table.Event
+	save      chan struct{}
+	synced    chan struct{} // closed once every bucket was read from NATS
+	syncOnce  sync.Once
+}
+
+// New builds the router and binds its listener (so ":0" works in tests). It
+// never needs NATS: when a state file exists it routes from it at once, and
+// the KV watches take over when NATS is reachable.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := regiontls.Build(cfg.RegionTLS, log)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	m, err := metrics.New(reg)
+	if err != nil {
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
+	s := &Service{
+		cfg:     cfg,
+		nc:      nc,
+		js:      js,
+		log:     log,
+		id:      cfg.ID,
+		started: time.Now().UTC(),
+		metrics: m,
+		events:  make(chan table.Event, 256),
+		save:    make(chan struct{}, 1),
+		synced:  make(chan struct{}),
+	}
+	if s.id == "" {
+		s.id = defaultID()
+	}
+	s.statePath = cfg.StateFile
+	if s.statePath == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		s.statePath = filepath.Join(dir, "mrlb", "router-state.json")
+	}
+	opts := proxy.Options{
+		DialTimeout:           cfg.DialTimeout.D(),
+		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout.D(),
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout.D(),
+		IdleConnTimeout:       cfg.IdleConnTimeout.D(),
+		MaxIdleConnsPerRegion: cfg.MaxIdleConnsPerRegion,
+		TLS:                   tlsCfg,
+		RetryBodyLimit:        cfg.RetryBodyLimit,
+		OutlierConsecutive:    cfg.OutlierConsecutive,
+		OutlierBaseEjection:   cfg.OutlierBaseEjection.D(),
+		OutlierMaxEjection:    cfg.OutlierMaxEjection.D(),
+		ShutdownGrace:         cfg.ShutdownGrace.D(),
+	}
+	s.table = table.New(table.Options{
+		NewUpstream: proxy.UpstreamFactory(opts.Defaults(), m),
+		Log:         log,
+		OnChange:    s.requestSave,
+		Events:      s.events,
+		OnSnapshot:  func(*table.Snapshot) { m.Snapshots.Inc() },
+	})
+	s.proxy = proxy.New(s.table, m, opts, log)
+
+	switch st, err := table.LoadState(s.statePath); {
+	case err == nil:
+		s.table.Replace(st)
+		log.Info("routing from saved state until NATS answers", "file", s.statePath, "regions", len(st.Regions), "saved_at", st.SavedAt)
+	case errors.Is(err, table.ErrNoState):
+	default:
+		log.Warn("ignoring unreadable state file", "file", s.statePath, "err", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("router listen %s: %w", cfg.Addr, err)
+	}
+	s.ln = ln
+	return s, nil
+}
+
+// Addr is the bound address of the proxy listener.
+func (s *Service) Addr() string { return s.ln.Addr().String() }
+
+// ID is this replica's id in events and presence.
+func (s *Service) ID() string { return s.id }
+
+// Table gives tests and standalone access to the routing table.
+func (s *Service) Table() *table.Table { return s.table }
+
+// Synced is closed once every watched bucket was read from NATS.
+func (s *Service) Synced() <-chan struct{} { return s.synced }
+
+// Run serves until ctx ends, then finishes in-flight requests (bounded by
+// ShutdownGrace), stops every goroutine it started and saves the state.
+func (s *Service) Run(ctx context.Context) error {
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	spawn := func(name string, f func(context.Context)) {
+		wg.Go(func() {
+			defer func() {
+				if r := recover(); r != nil {
+					s.log.Error("router goroutine panicked", "goroutine", name, "panic", r)
+				}
+			}()
+			f(bg)
+		})
+	}
+	spawn("control", s.control)
+	spawn("presence", s.presence)
+	spawn("events", s.publishEvents)
+	spawn("saver", s.saver)
+	spawn("ejections", s.ejections)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.proxy.Serve(s.ln) }()
+	s.log.Info("router listening", "addr", s.Addr(), "id", s.id, "state_file", s.statePath)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace.D())
+	if e := s.proxy.Shutdown(sctx); e != nil {
+		s.log.Warn("router shutdown", "err", e)
+	}
+	cancel()
+	if err == nil {
+		err = <-serveErr
+	}
+	stop()
+	wg.Wait()
+	s.saveNow()
+	s.table.Close()
+	s.removePresence()
+	s.log.Info("router stopped")
+	return err
+}
+
+// control makes sure the buckets exist, then watches them; on a NATS
+// reconnect the watches are opened again, which also replays keys changed or
+// deleted while NATS was away.
+func (s *Service) control(ctx context.Context) {
+	infra := bus.DefaultInfra()
+	infra.Replicas = s.cfg.Replicas
+	if err := bus.Retry(ctx, func(ctx context.Context) error {
+		return bus.EnsureInfra(ctx, s.js, infra)
+	}); err != nil {
+		return
+	}
+	status := s.nc.StatusChanged(nats.CONNECTED)
+	defer s.nc.RemoveStatusListener(status)
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.watch(wctx) }()
+		select {
+		case <-ctx.Done():
+		case <-status:
+			s.log.Info("nats reconnected: reopening KV watches")
+		case err := <-done:
+			done <- err // give it back for the wait below
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("KV watch ended; reopening", "err", err)
+			}
+		}
+		cancel()
+		<-done
+		t := time.NewTimer(250 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// watch follows every watched bucket until ctx ends or one watch fails.
+func (s *Service) watch(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(watchedBuckets))
+	var synced sync.WaitGroup
+	var wg sync.WaitGroup
+	for _, b := range watchedBuckets {
+		synced.Add(1)
+		wg.Go(func() {
+			err := s.watchBucket(ctx, b, synced.Done)
+			errc <- err
+		})
+	}
+	go func() {
+		synced.Wait()
+		if ctx.Err() == nil {
+			s.syncOnce.Do(func() { close(s.synced) })
+		}
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	wg.Wait()
+	return err
+}
+
+func (s *Service) watchBucket(ctx context.Context, bucket string, synced func()) error {
+	once := sync.OnceFunc(synced)
+	defer once()
+	var kv jetstream.KeyValue
+	if err := bus.Retry(ctx, func(ctx context.Context) error {
+		var err error
+		kv, err = s.js.KeyValue(ctx, bucket)
+		return err
+	}); err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	initial := map[string][]byte{}
+	live := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s closed", bucket)
+			}
+			if e == nil {
+				s.table.ReplaceBucket(bucket, initial)
+				initial, live = nil, true
+				once()
+				continue
+			}
+			if !live {
+				if e.Operation() == jetstream.KeyValuePut {
+					initial[e.Key()] = e.Value()
+				} else {
+					delete(initial, e.Key())
+				}
+				continue
+			}
+			if e.Operation() == jetstream.KeyValuePut {
+				s.table.Put(bucket, e.Key(), e.Value())
+			} else {
+				s.table.Delete(bucket, e.Key())
+			}
+		}
+	}
+}
+
+// presence keeps this replica's entry in lb_routers fresh; the bucket's TTL
+// removes it when the replica dies.
+func (s *Service) presence(ctx context.Context) {
+	type last struct{ req, errs uint64 }
+	prev := map[string]last{}
+	prevAt := time.Now()
+	tick := time.NewTicker(s.cfg.PresenceInterval.D())
+	defer tick.Stop()
+	for {
+		now := time.Now()
+		info := model.RouterInfo{ID: s.id, Address: s.address(), Started: s.started, Version: Version, Regions: map[string]model.RegionStats{}, UpdatedAt: now.UTC()}
+		secs := max(now.Sub(prevAt).Seconds(), 1e-3)
+		next := map[string]last{}
+		for _, u := range s.table.Upstreams() {
+			r, e := u.Counts()
+			p := prev[u.Name]
+			next[u.Name] = last{r, e}
+			info.Regions[u.Name] = model.RegionStats{RequestsPerSec: float64(r-p.req) / secs, ErrorsPerSec: float64(e-p.errs) / secs}
+		}
+		prev, prevAt = next, now
+		if s.nc.IsConnected() {
+			if err := s.putPresence(ctx, info); err != nil && ctx.Err() == nil {
+				s.log.Debug("presence not written", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Service) putPresence(ctx context.Context, info model.RouterInfo) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	kv, err := s.js.KeyValue(ctx, bus.BucketRouters)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", bus.BucketRouters, err)
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("encode presence: %w", err)
+	}
+	if _, err := kv.Put(ctx, s.id, data); err != nil {
+		return fmt.Errorf("put presence: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) removePresence() {
+	if !s.nc.IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if kv, err := s.js.KeyValue(ctx, bus.BucketRouters); err == nil {
+		_ = kv.Delete(ctx, s.id)
+	}
+}
+
+// address is how others reach this replica's proxy listener.
+func (s *Service) address() string {
+	host, port, err := net.SplitHostPort(s.Addr())
+	if err != nil {
+		return s.Addr()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// publishEvents sends outlier ejections and returns to lb.events.health.<region>.
+func (s *Service) publishEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-s.events:
+			e := model.Event{Type: ev.Type, At: ev.At.UTC(), Region: ev.Region, RouterID: s.id}
+			if ev.Type == model.EventOutlierEjected {
+				e.Reason = "consecutive failures; ejected for " + ev.For.String()
+			}
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			msgID := s.id + "-" + ev.Type + "-" + ev.Region + "-" + strconv.FormatInt(ev.At.UnixNano(), 10)
+			if err := bus.PublishEvent(pctx, s.js, bus.HealthEventsSubject(ev.Region), e, msgID); err != nil {
+				s.log.Warn("outlier event not published", "type", ev.Type, "region", ev.Region, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (s *Service) requestSave() {
+	select {
+	case s.save <- struct{}{}:
+	default:
+	}
+}
+
+// saver writes the state file at most a few times a second.
+func (s *Service) saver(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.save:
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.saveNow()
+	}
+}
+
+func (s *Service) saveNow() {
+	st := s.table.State()
+	if len(st.Regions) == 0 && st.Strategy == nil {
+		return // nothing learnt yet: keep a previous file
+	}
+	if err := table.SaveState(s.statePath, st); err != nil {
+		s.log.Warn("routing state not saved", "file", s.statePath, "err", err)
+	}
+}
+
+// ejections brings ejected regions back when their time is up.
+func (s *Service) ejections(ctx context.Context) {
+	every := min(max(s.cfg.OutlierBaseEjection.D()/5, 20*time.Millisecond), time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			s.table.ReturnExpired(now)
+		}
+	}
+}
+
+// defaultID is hostname-pid shaped to the region-name rule.
+func defaultID() string {
+	h, _ := os.Hostname()
+	raw := strings.ToLower(h) + "-" + strconv.Itoa(os.Getpid())
+	var b strings.Builder
+	for _, r := range raw {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	id := strings.TrimLeft(b.String(), "-")
+	if id == "" {
+		id = "router-" + strconv.Itoa(os.Getpid())
+	}
+	if len(id) > 63 {
+		id = id[len(id)-63:]
+		id = strings.TrimLeft(id, "-")
+	}
+	return id
+}

@@ -1,0 +1,43 @@
+package model
+
+import "time"
+
+// Event types.
+const (
+	EventHealthChanged   = "health.changed"
+	EventOutlierEjected  = "outlier.ejected"
+	EventOutlierReturned = "outlier.returned"
+	EventFailoverStarted = "failover.started"
+	EventFailoverEnded   = "failover.ended"
+	EventRegionAdded     = "region.added"
+	EventRegionUpdated   = "region.updated"
+	EventRegionRemoved   = "region.removed"
+	EventStrategyChanged = "strategy.changed"
+)
+
+// Event is the one JSON shape of every event on lb.events.>; fields that do
+// not apply to a type are omitted.
+type Event struct {
+	Type string    `json:"type"`
+	At   time.Time `json:"at"`
+
+	// Region is the region the event is about (health and config events).
+	Region string `json:"region,omitempty"`
+
+	// health.changed
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+	Reason string `json:"reason,omitempty"`
+
+	// outlier.ejected / outlier.returned
+	RouterID string `json:"router_id,omitempty"`
+
+	// failover.started / failover.ended
+	FromRegion string `json:"from_region,omitempty"`
+	ToRegion   string `json:"to_region,omitempty"`
+
+	// region.* carry the region after the change (removed: before it);
+	// strategy.changed carries the new strategy.
+	RegionDoc *Region         `json:"region_doc,omitempty"`
+	Strategy  *StrategyConfig `json:"strategy,omitempty"`
+}
