@@ -4,7 +4,7 @@
 SHELL    := /bin/bash
 GO       ?= go
 BIN      := $(CURDIR)/bin
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION  ?= 0.1.0+$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/mrlb/mrlb/shared/version.Version=$(VERSION)
 # Every module of the workspace (go.work), as paths relative to the root.
 MODULES  := $(shell $(GO) list -m -f '{{.Dir}}' | sed 's|^$(CURDIR)/||')

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,7 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mrlb/mrlb/deploy/standalone/demo"
+	"github.com/mrlb/mrlb/services/apigw"
 	"github.com/mrlb/mrlb/services/configmgr"
+	"github.com/mrlb/mrlb/services/healthchecker"
+	"github.com/mrlb/mrlb/services/router"
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/embeddednats"
@@ -32,6 +37,7 @@ type app struct {
 	conns   []*nats.Conn
 	runners []lifecycle.Runner
 	lines   []string // what the banner prints
+	apiURL  string
 }
 
 // run starts everything, serves until ctx ends, and shuts down in order:
@@ -92,9 +98,10 @@ func startEmbedded(c config.Standalone, log *slog.Logger) (*embeddednats.Server,
 func (a *app) startDemoRegions() error {
 	var eps []string
 	for _, d := range demo.Defaults {
-		r, err := demo.Listen(d.Name, d.Addr, d.Latency)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(a.cfg.DemoPort+d.Offset))
+		r, err := demo.Listen(d.Name, addr, d.Latency)
 		if err != nil {
-			return fmt.Errorf("demo regions need ports 9001-9003 (or set REGIONAL_ENDPOINTS): %w", err)
+			return fmt.Errorf("demo regions need ports %d-%d (set STANDALONE_DEMO_PORT or REGIONAL_ENDPOINTS): %w", a.cfg.DemoPort, a.cfg.DemoPort+2, err)
 		}
 		a.runners = append(a.runners, r)
 		eps = append(eps, d.Name+":"+r.URL())
@@ -116,15 +123,47 @@ func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
 
 func (a *app) startServices(ctx context.Context) error {
 	c := a.cfg
-	nc, err := a.connect(ctx, "configmgr")
-	if err != nil {
-		return err
+	for _, sc := range []*config.NATS{&c.ConfigMgr.NATS, &c.Health.NATS, &c.Router.NATS, &c.API.NATS} {
+		sc.URL = a.natsURL
 	}
-	cm, err := configmgr.New(ctx, nc, configmgr.Config{NATS: c.NATS, Ops: c.Ops, Seed: c.Seed}, a.log.With("component", "configmgr"), a.reg)
-	if err != nil {
-		return err
+	c.ConfigMgr.Seed = c.Seed
+	steps := []struct {
+		name  string
+		build func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error)
+	}{
+		{"configmgr", func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error) {
+			return configmgr.New(ctx, nc, c.ConfigMgr, log, a.reg)
+		}},
+		{"healthchecker", func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error) {
+			return healthchecker.New(ctx, nc, c.Health, log, a.reg)
+		}},
+		{"router", func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error) {
+			r, err := router.New(ctx, nc, c.Router, log, a.reg)
+			if err == nil {
+				a.lines = append(a.lines, fmt.Sprintf("router    http://%s/  (send your traffic here)", displayAddr(r.Addr())))
+			}
+			return r, err
+		}},
+		{"apigw", func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error) {
+			g, err := apigw.New(ctx, nc, c.API, log, a.reg)
+			if err == nil {
+				a.apiURL = g.URL()
+				a.lines = append(a.lines, fmt.Sprintf("api       %s/api/v1/lb/status", g.URL()))
+			}
+			return g, err
+		}},
 	}
-	a.runners = append(a.runners, cm)
+	for _, st := range steps {
+		nc, err := a.connect(ctx, st.name)
+		if err != nil {
+			return err
+		}
+		r, err := st.build(nc, a.log.With("component", st.name))
+		if err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+		a.runners = append(a.runners, r)
+	}
 	return nil
 }
 
@@ -152,6 +191,19 @@ func (a *app) printBanner(out io.Writer) {
 		b.WriteString("  " + l + "\n")
 	}
 	b.WriteString(fmt.Sprintf("  nats      %s\n", a.natsURL))
+	if a.apiURL != "" {
+		b.WriteString("\ntry:\n")
+		auth := ""
+		if len(a.cfg.API.Keys) > 0 {
+			auth = ` -H "Authorization: Bearer $API_KEY"`
+		}
+		b.WriteString(fmt.Sprintf("  curl -s%s %s/api/v1/lb/regions\n", auth, a.apiURL))
+		for _, l := range a.lines {
+			if strings.HasPrefix(l, "router") {
+				b.WriteString(fmt.Sprintf("  curl -si %s\n", strings.Fields(l)[1]))
+			}
+		}
+	}
 	b.WriteString("\nstarted at " + time.Now().Format(time.RFC3339) + "\n")
 	_, _ = io.WriteString(out, b.String())
 }

@@ -1,33 +1,52 @@
 package main
 
 import (
+	"github.com/mrlb/mrlb/services/apigw"
+	"github.com/mrlb/mrlb/services/configmgr"
+	"github.com/mrlb/mrlb/services/healthchecker"
+	"github.com/mrlb/mrlb/services/router"
 	"github.com/mrlb/mrlb/shared/config"
 )
 
-// Config is every variable of the contract: standalone runs every service.
+// Config is what standalone itself reads, plus the configuration of every
+// service it runs, each read from the same environment by the service's own
+// Config type so that a variable means the same in both deployments.
 type Config struct {
 	config.NATS
 	config.Ops
 	config.Seed
-	config.Health
-	config.Failover
-	config.RegionTLS
-	config.API
-	config.Router
 	config.Standalone
+
+	ConfigMgr configmgr.Config     `ignored:"true"`
+	Health    healthchecker.Config `ignored:"true"`
+	Router    router.Config        `ignored:"true"`
+	API       apigw.Config         `ignored:"true"`
 }
 
 // DefaultConfig leaves NATS_URL empty (embedded NATS) and serves the ops
-// endpoints on :9090.
+// endpoints of the whole process on :9090.
 func DefaultConfig() Config {
 	var c Config
+	config.Defaults(&c)
 	c.MetricsAddr = ":9090"
+	c.ConfigMgr = configmgr.DefaultConfig()
+	c.Health = healthchecker.DefaultConfig()
+	c.Router = router.DefaultConfig()
+	c.API = apigw.DefaultConfig()
 	return c
+}
+
+// services lists the service configurations, for loading and validation.
+func (c *Config) services() []config.Validator {
+	return []config.Validator{&c.ConfigMgr, &c.Health, &c.Router, &c.API}
 }
 
 // Validate implements config.Validator.
 func (c Config) Validate() error {
-	return config.All(c.NATS, c.Ops, c.Seed, c.Health, c.Failover, c.RegionTLS, c.API, c.Router, c.Standalone)
+	if err := config.All(c.NATS, c.Ops, c.Seed, c.Standalone); err != nil {
+		return err
+	}
+	return config.All(c.services()...)
 }
 
 // OpsConfig implements lifecycle.Config.

@@ -9,11 +9,15 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/lifecycle"
 )
 
 func main() {
 	cfg := DefaultConfig()
+	for _, s := range cfg.services() {
+		config.MustLoad(s)
+	}
 	lifecycle.Main("standalone", &cfg, func(ctx context.Context, log *slog.Logger) error {
 		return run(ctx, cfg, log, os.Stdout)
 	})

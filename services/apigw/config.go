@@ -2,7 +2,6 @@ package apigw
 
 import (
 	"errors"
-	"time"
 
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/model"
@@ -19,19 +18,13 @@ type Config struct {
 	HealthPath string `envconfig:"HEALTH_CHECK_PATH" default:"/health"`
 }
 
-// DefaultConfig presets every value, so that a Config built in code (tests,
-// standalone) is valid without reading the environment.
+// DefaultConfig is the configuration with an empty environment, so that a
+// Config built in code (tests, standalone) is valid.
 func DefaultConfig() Config {
 	var c Config
+	config.Defaults(&c)
 	c.URL = config.DefaultNATSURL
-	c.Replicas = 1
-	c.RequestTimeout = config.Duration(5 * time.Second)
 	c.MetricsAddr = ":9095"
-	c.LogLevel = "info"
-	c.Addr = ":8080"
-	c.RateLimit = 50
-	c.RateBurst = 100
-	c.HealthPath = "/health"
 	return c
 }
 

@@ -28,12 +28,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// nats.go/micro requires a SemVer version, and configmgr reports the
-	// build version, which is "dev" in tests. Remove once configmgr maps
-	// "dev" to a SemVer itself.
-	if configmgr.Version == "dev" {
-		configmgr.Version = "0.0.0-dev"
-	}
 	goleak.VerifyTestMain(m,
 		// fasthttp refreshes its Date header from one process-wide goroutine.
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),

@@ -22,21 +22,12 @@ type Config struct {
 	MemberID string `envconfig:"HEALTHCHECKER_ID"`
 }
 
-// DefaultConfig returns the defaults that are not in the env tags.
+// DefaultConfig is the configuration with an empty environment.
 func DefaultConfig() Config {
-	c := Config{}
+	var c Config
+	config.Defaults(&c)
 	c.URL = config.DefaultNATSURL
 	c.MetricsAddr = ":9092"
-	c.Replicas = 1
-	c.RequestTimeout = config.Duration(5e9)
-	c.LogLevel = "info"
-	c.Interval = config.Duration(30e9)
-	c.Timeout = config.Duration(5e9)
-	c.Path = "/health"
-	c.FailureThreshold = 3
-	c.RecoveryThreshold = 2
-	c.HistoryMaxAge = config.Duration(24 * 3600e9)
-	c.HistoryPerRegion = 1000
 	return c
 }
 

@@ -156,6 +156,7 @@ func (s *Service) infra() bus.Infra {
 	in.Replicas = s.cfg.Replicas
 	in.HealthMaxAge = s.cfg.HistoryMaxAge.D()
 	in.HealthPerRegion = s.cfg.HistoryPerRegion
+	in.OwnsHealthHistory = true
 	return in
 }
 

@@ -6,9 +6,7 @@ package router
 
 import (
 	"errors"
-	"time"
 
-	"github.com/mrlb/mrlb/services/router/proxy"
 	"github.com/mrlb/mrlb/shared/config"
 )
 
@@ -36,27 +34,13 @@ type Config struct {
 	ShutdownGrace config.Duration `envconfig:"ROUTER_SHUTDOWN_GRACE" default:"30s"`
 }
 
-// DefaultConfig is the configuration with every default filled in, as the
-// binary starts from it before reading the environment.
+// DefaultConfig is the configuration with an empty environment.
 func DefaultConfig() Config {
-	return Config{
-		NATS: config.NATS{URL: config.DefaultNATSURL, Replicas: 1, RequestTimeout: config.Duration(5 * time.Second)},
-		Ops:  config.Ops{MetricsAddr: ":9094", LogLevel: "info"},
-		Router: config.Router{
-			Addr:                  ":8000",
-			DialTimeout:           config.Duration(5 * time.Second),
-			TLSHandshakeTimeout:   config.Duration(5 * time.Second),
-			ResponseHeaderTimeout: config.Duration(30 * time.Second),
-			IdleConnTimeout:       config.Duration(90 * time.Second),
-			MaxIdleConnsPerRegion: 512,
-		},
-		RetryBodyLimit:      proxy.DefaultRetryBodyLimit,
-		OutlierConsecutive:  5,
-		OutlierBaseEjection: config.Duration(10 * time.Second),
-		OutlierMaxEjection:  config.Duration(5 * time.Minute),
-		PresenceInterval:    config.Duration(5 * time.Second),
-		ShutdownGrace:       config.Duration(30 * time.Second),
-	}
+	var c Config
+	config.Defaults(&c)
+	c.URL = config.DefaultNATSURL
+	c.MetricsAddr = ":9094"
+	return c
 }
 
 // Validate implements config.Validator.

@@ -142,10 +142,18 @@ func TestEnsureInfraUpdatesLimits(t *testing.T) {
 		MemberTTL:       20 * time.Second,
 		LeaseTTL:        7 * time.Second,
 	}
+	// A service that does not own the health history leaves LB_HEALTH alone.
+	require.NoError(t, bus.EnsureInfra(ctx, js, changed))
+	hs, err := js.Stream(ctx, bus.StreamHealth)
+	require.NoError(t, err)
+	assert.Equal(t, 24*time.Hour, hs.CachedInfo().Config.MaxAge, "not the owner: LB_HEALTH kept")
+	assert.Equal(t, int64(1000), hs.CachedInfo().Config.MaxMsgsPerSubject)
+
+	changed.OwnsHealthHistory = true
 	require.NoError(t, bus.EnsureInfra(ctx, js, changed))
 	require.NoError(t, bus.EnsureInfra(ctx, js, changed), "idempotent after a change")
 
-	hs, err := js.Stream(ctx, bus.StreamHealth)
+	hs, err = js.Stream(ctx, bus.StreamHealth)
 	require.NoError(t, err)
 	assert.Equal(t, time.Hour, hs.CachedInfo().Config.MaxAge)
 	assert.Equal(t, int64(50), hs.CachedInfo().Config.MaxMsgsPerSubject)
@@ -163,8 +171,15 @@ func TestEnsureInfraUpdatesLimits(t *testing.T) {
 	require.NoError(t, err, "data survives an update")
 	assert.JSONEq(t, `{"region":"us-east"}`, string(e.Value()))
 
-	// And back to the defaults.
+	// Defaults from a non-owner keep the owner's limits; from the owner
+	// they apply.
 	require.NoError(t, bus.EnsureInfra(ctx, js, bus.DefaultInfra()))
+	hs, err = js.Stream(ctx, bus.StreamHealth)
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, hs.CachedInfo().Config.MaxAge)
+	owner := bus.DefaultInfra()
+	owner.OwnsHealthHistory = true
+	require.NoError(t, bus.EnsureInfra(ctx, js, owner))
 	hs, err = js.Stream(ctx, bus.StreamHealth)
 	require.NoError(t, err)
 	assert.Equal(t, 24*time.Hour, hs.CachedInfo().Config.MaxAge)
@@ -175,7 +190,7 @@ func TestEnsureInfraShortLimits(t *testing.T) {
 	// short TTLs) must still be accepted by the server.
 	_, js := setup(t)
 	ctx := ctxT(t, 30*time.Second)
-	in := bus.Infra{HealthMaxAge: 30 * time.Second, EventsMaxAge: time.Minute, RouterTTL: time.Second, MemberTTL: time.Second, LeaseTTL: time.Second}
+	in := bus.Infra{HealthMaxAge: 30 * time.Second, EventsMaxAge: time.Minute, RouterTTL: time.Second, MemberTTL: time.Second, LeaseTTL: time.Second, OwnsHealthHistory: true}
 	require.NoError(t, bus.EnsureInfra(ctx, js, in))
 	hs, err := js.Stream(ctx, bus.StreamHealth)
 	require.NoError(t, err)

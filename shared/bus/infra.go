@@ -23,6 +23,10 @@ type Infra struct {
 	RouterTTL time.Duration
 	MemberTTL time.Duration
 	LeaseTTL  time.Duration
+	// OwnsHealthHistory marks the caller as the owner of LB_HEALTH's limits
+	// (the health checker): only the owner updates an existing LB_HEALTH, so
+	// services that do not read HEALTH_HISTORY_* never reset them.
+	OwnsHealthHistory bool
 }
 
 // DefaultInfra is what a single-node deployment uses.
@@ -123,6 +127,7 @@ func (in Infra) StreamConfigs() []jetstream.StreamConfig {
 
 // EnsureInfra creates or updates every bucket and stream; it is idempotent
 // and every service calls it on start, so start order does not matter.
+// LB_HEALTH is only created here unless in.OwnsHealthHistory is set.
 func EnsureInfra(ctx context.Context, js jetstream.JetStream, in Infra) error {
 	for _, cfg := range in.KeyValueConfigs() {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
@@ -130,7 +135,16 @@ func EnsureInfra(ctx context.Context, js jetstream.JetStream, in Infra) error {
 		}
 	}
 	for _, cfg := range in.StreamConfigs() {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		var err error
+		if cfg.Name == StreamHealth && !in.OwnsHealthHistory {
+			_, err = js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				err = nil
+			}
+		} else {
+			_, err = js.CreateOrUpdateStream(ctx, cfg)
+		}
+		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}

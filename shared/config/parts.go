@@ -359,6 +359,9 @@ type Standalone struct {
 	DataDir string `envconfig:"STANDALONE_DATA_DIR"`
 	// NATSListen also exposes the embedded server on this TCP address.
 	NATSListen string `envconfig:"NATS_LISTEN"`
+	// DemoPort is the first of the three loopback ports of the demo regions
+	// (us-east, eu-west, ap-south), started when REGIONAL_ENDPOINTS is empty.
+	DemoPort int `envconfig:"STANDALONE_DEMO_PORT" default:"9001"`
 }
 
 // Validate implements Validator.
@@ -367,6 +370,9 @@ func (c Standalone) Validate() error {
 		if err := ValidateAddr(c.NATSListen); err != nil {
 			return &VarError{Var: "NATS_LISTEN", Err: err}
 		}
+	}
+	if c.DemoPort < 1 || c.DemoPort > 65533 {
+		return &VarError{Var: "STANDALONE_DEMO_PORT", Err: errors.New("must be from 1 to 65533")}
 	}
 	return nil
 }

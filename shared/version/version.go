@@ -1,6 +1,7 @@
-// Package version carries the build's version, set by the Makefile with
-// -ldflags, so every service and the API report the same one.
+// Package version carries the build's version, so every service, the micro
+// endpoints and the API report the same one.
 package version
 
-// Version is the build's version ("dev" for go run and tests).
-var Version = "dev"
+// Version is a SemVer (the nats.go micro framework insists on one); the
+// Makefile appends the commit as build metadata with -ldflags.
+var Version = "0.1.0"

@@ -27,16 +27,17 @@ type Region struct {
 }
 
 // Defaults are the demo regions standalone starts when no REGIONAL_ENDPOINTS
-// are given: fixed loopback ports, so a registry kept from an earlier run
-// still points at them, and different latencies so least_latency has a choice.
+// are given, on loopback ports base, base+1 and base+2 (9001-9003 by
+// default): fixed, so a registry kept from an earlier run still points at
+// them, and with different latencies so least_latency has a choice.
 var Defaults = []struct {
 	Name    string
-	Addr    string
+	Offset  int
 	Latency time.Duration
 }{
-	{"us-east", "127.0.0.1:9001", 5 * time.Millisecond},
-	{"eu-west", "127.0.0.1:9002", 25 * time.Millisecond},
-	{"ap-south", "127.0.0.1:9003", 60 * time.Millisecond},
+	{"us-east", 0, 5 * time.Millisecond},
+	{"eu-west", 1, 25 * time.Millisecond},
+	{"ap-south", 2, 60 * time.Millisecond},
 }
 
 // Listen binds addr and returns a region ready to Run.

@@ -60,6 +60,8 @@ type childReport struct {
 	LateP99MS   float64 `json:"late_p99_ms"`
 	LateMaxMS   float64 `json:"late_max_ms"`
 	CPUSeconds  float64 `json:"cpu_seconds"`
+	CPUUser     float64 `json:"cpu_user_seconds"`
+	CPUSys      float64 `json:"cpu_sys_seconds"`
 	PeakRSSMiB  float64 `json:"peak_rss_mib"`
 	Goroutines  int     `json:"goroutines"`
 	HeapInUseMB float64 `json:"heap_inuse_mib"`
@@ -160,6 +162,7 @@ func runParent() error {
 	fmt.Printf("checks/s:           %.1f achieved vs %.1f scheduled (%.1f%%)\n", achieved, scheduled, achieved/scheduled*100)
 	fmt.Printf("lateness vs slot:   p50 %.2f ms, p99 %.2f ms, max %.2f ms   (goal p99 < 100 ms)\n", rep.LateP50MS, rep.LateP99MS, rep.LateMaxMS)
 	fmt.Printf("CPU (checker):      %.2f s in %.0f s window = %.1f%% of one core   (goal < 20%%)\n", rep.CPUSeconds, rep.WindowS, cpuShare)
+	fmt.Printf("                    user %.2f s, system %.2f s (system time includes the kernel's loopback TCP work for both ends)\n", rep.CPUUser, rep.CPUSys)
 	fmt.Printf("peak RSS (checker): %.1f MiB (kernel maxrss %.1f MiB)   (goal < 100 MiB)\n", rep.PeakRSSMiB, float64(ru.Maxrss)/1024)
 	fmt.Printf("checker at end:     %d goroutines, %.1f MiB heap in use\n", rep.Goroutines, rep.HeapInUseMB)
 	fmt.Printf("CPU (NATS + HTTP server, parent, whole run): %.2f s\n", cpuSeconds(parentEnd)-cpuSeconds(parentStart))
@@ -244,6 +247,8 @@ func runChild() error {
 		LateP99MS:   pct(late, 0.99),
 		LateMaxMS:   pct(late, 1),
 		CPUSeconds:  cpuSeconds(end) - cpuSeconds(start),
+		CPUUser:     tv(end.Utime) - tv(start.Utime),
+		CPUSys:      tv(end.Stime) - tv(start.Stime),
 		PeakRSSMiB:  float64(final.Maxrss) / 1024,
 		Goroutines:  ms.goroutines,
 		HeapInUseMB: ms.heapInUse,
@@ -258,6 +263,8 @@ func pct(sorted []time.Duration, p float64) float64 {
 	i := int(float64(len(sorted)-1) * p)
 	return float64(sorted[i].Microseconds()) / 1000
 }
+
+func tv(t syscall.Timeval) float64 { return time.Duration(syscall.TimevalToNsec(t)).Seconds() }
 
 func cpuSeconds(ru syscall.Rusage) float64 {
 	return time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime)).Seconds()

@@ -4,6 +4,8 @@
 # (balance roundrobin, keep-alive to backends, nbthread 2), interleaved over
 # ROUNDS rounds with the same wrk load. Prints req/s, p50, p99, the proxy's
 # CPU time per request and the ratios. Usage: bench/run.sh (from anywhere).
+# BASELINE=/path/to/an/older/router/binary adds it as a fourth target
+# ("baseline", same NATS and backends) for before/after in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."            # services/router
 ROOT=$(cd ../.. && pwd)
@@ -34,6 +36,13 @@ B1=127.0.0.1:9101 B2=127.0.0.1:9102 B3=127.0.0.1:9103
 NATS_URL=nats://127.0.0.1:4333 ROUTER_ADDR=127.0.0.1:8000 METRICS_ADDR=127.0.0.1:9094 \
   ROUTER_STATE_FILE="$WORK/router-state.json" LOG_LEVEL=warn "$ROOT/bin/router" 2>"$WORK/router.log" &
 ROUTER_PID=$!; PIDS+=($ROUTER_PID)
+TARGETS="direct router haproxy"
+if [ -n "${BASELINE:-}" ]; then
+  NATS_URL=nats://127.0.0.1:4333 ROUTER_ADDR=127.0.0.1:8002 METRICS_ADDR=127.0.0.1:9096 \
+    ROUTER_STATE_FILE="$WORK/baseline-state.json" LOG_LEVEL=warn "$BASELINE" 2>"$WORK/baseline.log" &
+  BASELINE_PID=$!; PIDS+=($BASELINE_PID)
+  TARGETS="direct baseline router haproxy"
+fi
 
 cat >"$WORK/haproxy.cfg" <<CFG
 global
@@ -60,7 +69,9 @@ haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HAPROXY_PID=$!; P
 wait_ok() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not answering: $1" >&2; cat "$WORK"/*.log >&2; return 1; }
 wait_ok "http://$B1/"; wait_ok "http://127.0.0.1:8001/"
 # The router answers 503 until it read the regions from NATS.
-for _ in $(seq 1 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/)" = 200 ] && break; sleep 0.05; done
+for port in 8000 ${BASELINE:+8002}; do
+  for _ in $(seq 1 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/)" = 200 ] && break; sleep 0.05; done
+done
 
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { [ -z "$1" ] && { echo 0; return; }; awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -85,13 +96,14 @@ run_one() { # name url pid
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS..." >&2
   run_one direct  "http://$B1/"            ""
+  if [ -n "${BASELINE:-}" ]; then run_one baseline "http://127.0.0.1:8002/" "$BASELINE_PID"; fi
   run_one router  "http://127.0.0.1:8000/" "$ROUTER_PID"
   run_one haproxy "http://127.0.0.1:8001/" "$HAPROXY_PID"
 done
 
 avg() { echo "$1" | awk '{s=0; for(i=1;i<=NF;i++) s+=$i; if (NF) printf "%.2f", s/NF; else printf "-"}'; }
 printf "\n%-8s %12s %10s %10s %14s\n" target "req/s" "p50 ms" "p99 ms" "cpu us/req"
-for n in direct router haproxy; do
+for n in $TARGETS; do
   printf "%-8s %12s %10s %10s %14s\n" $n "$(avg "${RPS[$n]}")" "$(avg "${P50[$n]}")" "$(avg "${P99[$n]}")" "$(avg "${CPU[$n]:-}")"
 done
 R=$(avg "${RPS[router]}") H=$(avg "${RPS[haproxy]}") D=$(avg "${RPS[direct]}")
@@ -101,5 +113,10 @@ awk -v r="$R" -v h="$H" -v d="$D" -v rc="$RC" -v hc="$HC" 'BEGIN{
   printf "throughput router/haproxy: %.2fx\n", r/h
   printf "throughput router/direct:  %.2fx (haproxy/direct %.2fx)\n", r/d, h/d
   printf "cpu/request router/haproxy: %.2fx\n", rc/hc }'
+if [ -n "${BASELINE:-}" ]; then
+  awk -v r="$R" -v b="$(avg "${RPS[baseline]}")" -v rc="$RC" -v bc="$(avg "${CPU[baseline]}")" -v h="$H" -v hc="$HC" 'BEGIN{
+    printf "baseline/haproxy: throughput %.2fx, cpu/request %.2fx\n", b/h, bc/hc
+    printf "router/baseline:  throughput %.2fx, cpu/request %.2fx\n", r/b, rc/bc }'
+fi
 echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, averages; per-round values below)"
-for n in direct router haproxy; do echo "$n req/s: ${RPS[$n]}"; done
+for n in $TARGETS; do echo "$n req/s: ${RPS[$n]}"; echo "$n cpu us/req: ${CPU[$n]:-}"; done

@@ -232,8 +232,8 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	if snap.Panic {
 		p.notePanic(snap)
 	}
-	now := time.Now()
-	p.budget.Request(now)
+	start := time.Now()
+	p.budget.Request(start)
 
 	in := &ctx.Request
 	out := fasthttp.AcquireRequest()
@@ -269,8 +269,10 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		n++
 		setTarget(&out.Header, up, uri)
 		resp := fasthttp.AcquireResponse()
-		start := time.Now()
-		bs, err := roundTrip(up.Client, out, resp, p.opts.ResponseHeaderTimeout)
+		if n > 1 || stale > 0 {
+			start = time.Now()
+		}
+		bs, err := roundTrip(up.Client, out, resp, start.Add(p.opts.ResponseHeaderTimeout))
 		if err == nil {
 			d := time.Since(start)
 			up.Latency.Observe(d)
@@ -412,6 +414,8 @@ func (p *Proxy) relay(ctx *fasthttp.RequestCtx, up *table.Upstream, resp *fastht
 	if cl < 0 {
 		cl = -1
 	}
+	// Streamed bodies (SSE, downloads) may take as long as they take.
+	bs.clearDeadline()
 	ctx.Response.SetBodyStream(bs, cl)
 }
 
@@ -479,10 +483,39 @@ func setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 	}
 }
 
+// isHopHeader reports whether key is one of hopHeaders, in any case.
+func isHopHeader(key []byte) bool {
+	switch len(key) {
+	case 2, 7, 9, 10, 16, 17, 19:
+		for _, h := range hopHeaders {
+			if len(h) == len(key) && bytes.EqualFold(key, []byte(h)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // stripRequestHop removes hop-by-hop headers, including those the client
 // named in Connection.
 func stripRequestHop(h, in *fasthttp.RequestHeader) {
-	if c := in.PeekBytes(headerConn); len(c) > 0 {
+	c := in.PeekBytes(headerConn)
+	if len(c) == 0 {
+		// The common case: one pass over the headers usually finds nothing
+		// to delete, which is cheaper than a Del per hop-by-hop name.
+		found := false
+		for k := range h.All() {
+			if isHopHeader(k) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			h.ResetConnectionClose()
+			return
+		}
+	}
+	if len(c) > 0 {
 		for tok := range bytes.SplitSeq(c, []byte(",")) {
 			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
 				h.DelBytes(tok)
@@ -496,7 +529,21 @@ func stripRequestHop(h, in *fasthttp.RequestHeader) {
 }
 
 func stripResponseHop(h *fasthttp.ResponseHeader) {
-	if c := h.PeekBytes(headerConn); len(c) > 0 {
+	c := h.PeekBytes(headerConn)
+	if len(c) == 0 {
+		found := false
+		for k := range h.All() {
+			if isHopHeader(k) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			h.ResetConnectionClose()
+			return
+		}
+	}
+	if len(c) > 0 {
 		for tok := range bytes.SplitSeq(c, []byte(",")) {
 			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
 				h.DelBytes(tok)

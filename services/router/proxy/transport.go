@@ -31,6 +31,41 @@ type dialer struct {
 	net        net.Dialer
 	tls        *tls.Config // nil for plain http
 	tlsTimeout time.Duration
+	// slack is how much earlier than asked a read deadline may fire, so
+	// that back-to-back requests on a connection need not move its timer.
+	slack time.Duration
+}
+
+// deadlineConn skips a SetReadDeadline that would move the deadline later
+// by less than slack: the response-header timeout then fires between
+// timeout-slack and timeout after the request, and a busy connection moves
+// its runtime timer about once per slack instead of twice per request.
+type deadlineConn struct {
+	net.Conn
+	slack time.Duration
+	rd    time.Time // the read deadline in force (zero: none)
+}
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	if t.IsZero() == c.rd.IsZero() && !t.Before(c.rd) && t.Sub(c.rd) < c.slack {
+		return nil
+	}
+	c.rd = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.rd = t
+	return c.Conn.SetDeadline(t)
+}
+
+// CloseWrite half-closes when the connection supports it (plain TCP; TLS
+// sends close_notify), else closes.
+func (c *deadlineConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 func (d *dialer) dial(addr string) (net.Conn, error) {
@@ -39,7 +74,7 @@ func (d *dialer) dial(addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	if d.tls == nil {
-		return c, nil
+		return &deadlineConn{Conn: c, slack: d.slack}, nil
 	}
 	tc := tls.Client(c, d.tls)
 	ctx, cancel := context.WithTimeout(context.Background(), d.tlsTimeout)
@@ -48,7 +83,7 @@ func (d *dialer) dial(addr string) (net.Conn, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 	}
-	return tc, nil
+	return &deadlineConn{Conn: tc, slack: d.slack}, nil
 }
 
 // UpstreamFactory returns the function the table uses to build a region's
@@ -60,7 +95,7 @@ func UpstreamFactory(o Options, m *metrics.Router) func(name, endpoint string) (
 		if err != nil {
 			return nil, err
 		}
-		d := &dialer{net: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}, tlsTimeout: o.TLSHandshakeTimeout}
+		d := &dialer{net: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}, tlsTimeout: o.TLSHandshakeTimeout, slack: o.ResponseHeaderTimeout / 16}
 		if u.TLS {
 			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 			if o.TLS != nil {
@@ -99,14 +134,17 @@ func UpstreamFactory(o Options, m *metrics.Router) func(name, endpoint string) (
 // gives the connection back when closed. On failure the error wraps
 // errNotSent when nothing was sent, errStale for a dead kept-alive
 // connection and errHeaderTimeout on a timeout.
-func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, headerTimeout time.Duration) (*bodyStream, error) {
+//
+// The read deadline (headerDeadline) is left on the connection: a small body
+// is then read under it, and bodyStream.clearDeadline lifts it before a body
+// is streamed; the next request on the connection sets its own.
+func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, headerDeadline time.Time) (*bodyStream, error) {
 	cc, err := hc.AcquireConn(0, false)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNotSent, err)
 	}
 	conn := cc.Conn()
 	reused := !cc.LastUseTime().IsZero()
-	_ = conn.SetWriteDeadline(time.Time{})
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
 	if err == nil {
@@ -121,7 +159,7 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 		}
 		return nil, fmt.Errorf("send request: %w", err)
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(headerTimeout))
+	_ = conn.SetReadDeadline(headerDeadline)
 	resp.StreamBody = true
 	if req.Header.IsHead() {
 		resp.SkipBody = true
@@ -140,8 +178,6 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 		}
 		return nil, fmt.Errorf("read response: %w", err)
 	}
-	// Bodies (SSE, downloads) may take as long as they take.
-	_ = conn.SetReadDeadline(time.Time{})
 	closeConn := req.ConnectionClose() || resp.ConnectionClose()
 	s := resp.BodyStream()
 	if s == nil {
@@ -154,7 +190,7 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 		return nil, nil
 	}
 	bs := bodyStreamPool.Get().(*bodyStream)
-	*bs = bodyStream{r: s, hc: hc, cc: cc, br: br, closeConn: closeConn, resp: resp}
+	*bs = bodyStream{r: s, hc: hc, cc: cc, conn: conn, br: br, closeConn: closeConn, resp: resp}
 	return bs, nil
 }
 
@@ -176,6 +212,7 @@ type bodyStream struct {
 	r         io.Reader
 	hc        *fasthttp.HostClient
 	cc        any // *fasthttp.clientConn, unexported, handed back through callConn
+	conn      net.Conn
 	br        *bufio.Reader
 	resp      *fasthttp.Response
 	eof       bool
@@ -193,6 +230,10 @@ func (b *bodyStream) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// clearDeadline lifts the response-header deadline before a body that may
+// take long (SSE, downloads) is streamed.
+func (b *bodyStream) clearDeadline() { _ = b.conn.SetReadDeadline(time.Time{}) }
 
 // CloseWithError implements fasthttp.ReadCloserWithError (and deliberately
 // not io.Closer: fasthttp would call both, and the object is pooled).

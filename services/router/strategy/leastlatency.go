@@ -14,6 +14,11 @@ const Alpha = 0.2
 // tie, so that regions of practically equal latency share traffic.
 const TieTolerance = 0.05
 
+// RankRefresh is how old the cached ranking of a LeastLatency may get before
+// a pick rebuilds it from the live estimates. Estimates change with every
+// proxied request; scanning them on every pick would make a pick O(regions).
+const RankRefresh = 50 * time.Millisecond
+
 // Latency is a region's decayed latency estimate in milliseconds, fed by
 // health checks and by the requests this router proxies. It lives on the
 // region, not on a snapshot, so it survives snapshot swaps; zero value =
@@ -50,15 +55,67 @@ func (l *Latency) MS() float64 { return math.Float64frombits(l.bits.Load()) }
 // LeastLatency sends traffic to the region with the lowest estimate; ties are
 // spread evenly and an exploration share goes to a random candidate so that
 // no estimate goes stale.
+//
+// The ranking (the indices tied for the lowest estimate) is computed by one
+// O(regions) scan and cached; a pick reads the cache, so it is O(1) and does
+// not allocate. The pick that finds the cache older than RankRefresh rebuilds
+// it (one picker at a time; the others keep using the previous ranking), and
+// so does the pick that lands on a region that had no estimate yet once it
+// has one, so a new region is not flooded until the next refresh.
 type LeastLatency struct {
 	lat         []*Latency
 	exploration float64
+	rank        atomic.Pointer[ranking]
+	building    atomic.Bool
 }
+
+// ranking is one immutable result of the scan.
+type ranking struct {
+	best    []int32 // candidates within TieTolerance of the lowest estimate
+	unknown bool    // the lowest estimate is 0: best are unmeasured regions
+	built   int64   // monotonic nanoseconds (since clockBase)
+}
+
+var clockBase = time.Now()
+
+// nanotime is a cheap monotonic clock.
+func nanotime() int64 { return int64(time.Since(clockBase)) }
 
 // NewLeastLatency builds the policy; exploration is the share (0..0.5) of
 // picks spread uniformly over all candidates.
 func NewLeastLatency(lat []*Latency, exploration float64) *LeastLatency {
-	return &LeastLatency{lat: lat, exploration: exploration}
+	p := &LeastLatency{lat: lat, exploration: exploration}
+	p.rank.Store(p.scan(nanotime()))
+	return p
+}
+
+// scan ranks the current estimates.
+func (p *LeastLatency) scan(now int64) *ranking {
+	best := math.Inf(1)
+	for _, l := range p.lat {
+		if v := l.MS(); v < best {
+			best = v
+		}
+	}
+	r := &ranking{unknown: best == 0, built: now}
+	limit := best * (1 + TieTolerance)
+	for i, l := range p.lat {
+		if l.MS() <= limit {
+			r.best = append(r.best, int32(i))
+		}
+	}
+	if len(r.best) == 0 { // estimates moved between the two passes
+		r.best = append(r.best, 0)
+	}
+	return r
+}
+
+// refresh rebuilds the ranking unless another pick is already doing it.
+func (p *LeastLatency) refresh(now int64) {
+	if p.building.CompareAndSwap(false, true) {
+		p.rank.Store(p.scan(now))
+		p.building.Store(false)
+	}
 }
 
 // Pick implements Picker.
@@ -74,25 +131,18 @@ func (p *LeastLatency) Pick() int {
 	if p.exploration > 0 && float64(r>>11)/(1<<53) < p.exploration {
 		return int(rand.Uint64N(uint64(n)))
 	}
-	// One pass: keep the best so far, and pick among estimates within
-	// TieTolerance of it by reservoir sampling (a cheap xorshift per tie).
-	best, bestIdx, ties := math.Inf(1), 0, 0
-	x := r | 1
-	for i, l := range p.lat {
-		v := l.MS()
-		switch {
-		case v*(1+TieTolerance) < best:
-			best, bestIdx, ties = v, i, 1
-		case v <= best*(1+TieTolerance):
-			ties++
-			x ^= x << 13
-			x ^= x >> 7
-			x ^= x << 17
-			if x%uint64(ties) == 0 {
-				bestIdx = i
-			}
-			best = min(best, v)
-		}
+	rk := p.rank.Load()
+	if now := nanotime(); now-rk.built >= int64(RankRefresh) {
+		p.refresh(now)
+		rk = p.rank.Load()
 	}
-	return bestIdx
+	i := int(rk.best[0])
+	if len(rk.best) > 1 {
+		i = int(rk.best[rand.Uint64N(uint64(len(rk.best)))])
+	}
+	if rk.unknown && p.lat[i].MS() != 0 {
+		// The first estimate of a new region arrived: rank again now.
+		p.refresh(nanotime())
+	}
+	return i
 }

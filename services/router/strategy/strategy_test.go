@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mrlb/mrlb/services/router/strategy"
 )
@@ -226,4 +227,34 @@ func equal(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+func TestLeastLatencyRankingFollowsEstimates(t *testing.T) {
+	t.Parallel()
+	lat := []*strategy.Latency{new(strategy.Latency), new(strategy.Latency), new(strategy.Latency)}
+	lat[0].ObserveMS(5)
+	lat[1].ObserveMS(50)
+	p := strategy.NewLeastLatency(lat, 0)
+	// Region 2 has no estimate yet, so it ranks first; once its first
+	// estimate arrives the next pick ranks again instead of flooding it
+	// until the refresh.
+	if got := p.Pick(); got != 2 {
+		t.Fatalf("unmeasured region not preferred: got %d", got)
+	}
+	lat[2].ObserveMS(80)
+	p.Pick() // sees the estimate and ranks again
+	if got := p.Pick(); got != 0 {
+		t.Fatalf("after the first estimate: got %d, want 0", got)
+	}
+	// Region 0 becomes the slowest: within RankRefresh the picks follow.
+	for range 40 {
+		lat[0].ObserveMS(500)
+	}
+	deadline := time.Now().Add(20 * strategy.RankRefresh)
+	for p.Pick() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("ranking did not follow the changed estimates")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

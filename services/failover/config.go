@@ -1,0 +1,68 @@
+package failover
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/mrlb/mrlb/shared/config"
+	"github.com/mrlb/mrlb/shared/model"
+)
+
+// Config is the failover manager's environment: NATS, ops, the failover
+// policy and this replica's name.
+type Config struct {
+	config.NATS
+	config.Ops
+	config.Failover
+	// ID names this replica in the leader lease and in logs. Empty means
+	// hostname-pid; set distinct names when several replicas share one
+	// process (tests) and a stable one (a pod name) in deployments.
+	ID string `envconfig:"FAILOVER_ID"`
+}
+
+// DefaultConfig is the configuration with an empty environment.
+func DefaultConfig() Config {
+	var c Config
+	config.Defaults(&c)
+	c.URL = config.DefaultNATSURL
+	c.MetricsAddr = ":9093"
+	return c
+}
+
+// Validate implements config.Validator.
+func (c Config) Validate() error {
+	if err := config.All(c.NATS, c.Ops, c.Failover); err != nil {
+		return err
+	}
+	if c.ID != "" && model.ValidateRegionName(c.ID) != nil {
+		return &config.VarError{Var: "FAILOVER_ID", Err: errors.New("must match ^[a-z0-9][a-z0-9-]{0,62}$")}
+	}
+	return nil
+}
+
+// OpsConfig implements lifecycle.Config.
+func (c Config) OpsConfig() config.Ops { return c.Ops }
+
+// defaultID is hostname-pid reduced to the characters a KV key allows.
+func defaultID() string {
+	host, _ := os.Hostname()
+	var b strings.Builder
+	for _, r := range strings.ToLower(host) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	name := strings.Trim(b.String(), "-")
+	if name == "" {
+		name = "failover"
+	}
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return fmt.Sprintf("%s-%d", name, os.Getpid())
+}

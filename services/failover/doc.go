@@ -1,0 +1,2 @@
+// Package failover is the failover manager.
+package failover
