@@ -14,7 +14,20 @@ SERVICES := $(notdir $(wildcard services/*/cmd/*))
 GOLANGCI := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 NATS_SERVER := github.com/nats-io/nats-server/v2
 
-.PHONY: all build run test test-short lint fmt vet bench clean
+.PHONY: all build run test test-short lint fmt vet bench clean images test-e2e e2e-clean compose-up compose-down
+
+# Small tools in deploy/standalone/cmd: a demo region server, the container
+# healthcheck probe, and an event subscriber (all go into the images too).
+TOOLS    := demoregion healthprobe natssub
+# Docker images: `make images` packs the static binaries of `make build` into
+# FROM scratch images (deploy/docker/Dockerfile.offline), offline.
+IMAGE_PREFIX ?= mrlb
+IMAGE_TAG    ?= latest
+IMAGES       := nats-server $(SERVICES) standalone demoregion natssub
+CA_BUNDLE    ?= /etc/ssl/certs/ca-certificates.crt
+DOCKER       ?= docker
+# The e2e test's docker client must not ask for a newer API than the engine's.
+DOCKER_API_VERSION ?= $(shell $(DOCKER) version --format '{{.Server.APIVersion}}' 2>/dev/null)
 
 all: build
 
@@ -27,6 +40,10 @@ build:
 	done
 	@echo "build bin/standalone"; CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/standalone ./deploy/standalone
 	@echo "build bin/nats-server"; cd shared && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/nats-server $(NATS_SERVER)
+	@for t in $(TOOLS); do \
+		echo "build bin/$$t"; \
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$t ./deploy/standalone/cmd/$$t || exit 1; \
+	done
 
 ## run: build and start the whole system in one process (embedded NATS, demo regions)
 run: build
@@ -52,6 +69,38 @@ lint: fmt vet
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	@for b in $(wildcard services/*/bench/run.sh); do echo "== $$b"; bash $$b || exit 1; done
+
+## images: offline FROM scratch images of every binary (mrlb/<name>:latest), nothing pulled
+images: build
+	@test -r $(CA_BUNDLE) || { echo "no CA bundle at $(CA_BUNDLE) (set CA_BUNDLE=...)"; exit 1; }
+	@for i in $(IMAGES); do \
+		ctx=$(BIN)/.images/$$i; rm -rf $$ctx; mkdir -p $$ctx/data $$ctx/tmp $$ctx/nats || exit 1; \
+		cp $(BIN)/$$i $$ctx/$$i && cp $(BIN)/healthprobe $$ctx/healthprobe && \
+		cp $(CA_BUNDLE) $$ctx/ca-certificates.crt && cp deploy/nats/*.conf $$ctx/nats/ && \
+		chmod 1777 $$ctx/tmp || exit 1; \
+		echo "image $(IMAGE_PREFIX)/$$i:$(IMAGE_TAG)"; \
+		$(DOCKER) build -q -f deploy/docker/Dockerfile.offline --build-arg BIN=$$i \
+			--label org.opencontainers.image.version=$(VERSION) \
+			-t $(IMAGE_PREFIX)/$$i:$(IMAGE_TAG) $$ctx >/dev/null || exit 1; \
+	done
+	@rm -rf $(BIN)/.images
+
+## test-e2e: the testcontainers-go test of the images (needs `make images` and a Docker engine)
+test-e2e: images
+	cd deploy/e2e && TESTCONTAINERS_RYUK_DISABLED=true DOCKER_API_VERSION=$(DOCKER_API_VERSION) \
+		MRLB_IMAGE_PREFIX=$(IMAGE_PREFIX) MRLB_IMAGE_TAG=$(IMAGE_TAG) \
+		$(GO) test -tags e2e -count=1 -timeout 20m -v -run 'TestCompose' .
+
+## e2e-clean: remove containers and networks an interrupted e2e run left behind
+e2e-clean:
+	-$(DOCKER) ps -aq --filter label=mrlb.e2e=true | xargs -r $(DOCKER) rm -f
+	-$(DOCKER) network ls -q --filter label=mrlb.e2e=true | xargs -r $(DOCKER) network rm
+
+## compose-up / compose-down: the compose.yaml stack from the offline images
+compose-up: images
+	docker-compose up -d
+compose-down:
+	docker-compose down -v
 
 clean:
 	rm -rf $(BIN)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/version"
 )
 
 func TestRegionsEndToEnd(t *testing.T) {
@@ -204,7 +205,7 @@ func TestStatus(t *testing.T) {
 		}
 	}
 	if string(raw["routers"]) != "[]" || string(raw["parameters"]) != "{}" || string(raw["strategy"]) != `"round_robin"` ||
-		string(raw["failover_enabled"]) != "true" || string(raw["version"]) != `"dev"` ||
+		string(raw["failover_enabled"]) != "true" || string(raw["version"]) != `"`+version.Version+`"` ||
 		string(raw["regions"]) != `{"total":0,"healthy":0,"in_rotation":0}` {
 		t.Fatalf("default status = %s", r.body)
 	}

@@ -37,8 +37,8 @@ var ErrAlreadyRunning = errors.New("failover: already running")
 const maxIdle = time.Second
 
 // reconcileEvery is how often the leader checks that every change in
-// lb_failover was announced (see reconcileEvents).
-const reconcileEvery = 10 * time.Second
+// lb_failover was announced (see reconcileEvents); a variable for tests.
+var reconcileEvery = 10 * time.Second
 
 // Option tunes a Service beyond its Config.
 type Option func(*options)
@@ -71,6 +71,7 @@ type Service struct {
 
 	leaderCh chan struct{} // signalled on every leadership change
 	running  atomic.Bool
+	opened   atomic.Bool // the buckets above are bound
 }
 
 // New builds a replica; it does not touch NATS until Run, so it can be
@@ -129,7 +130,7 @@ func (s *Service) ID() string { return s.id }
 
 // Leading reports whether this replica currently holds the leader lease.
 func (s *Service) Leading() bool {
-	if s.elector == nil {
+	if !s.opened.Load() {
 		return false
 	}
 	_, ok := s.elector.Leading()
@@ -150,6 +151,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("failover start: %w", err)
 	}
+	s.opened.Store(true)
 
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()

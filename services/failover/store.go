@@ -15,6 +15,9 @@ import (
 	"github.com/mrlb/mrlb/shared/model"
 )
 
+// errStarting answers commands that arrive before Run has bound the buckets.
+var errStarting = model.Unavailable("failover manager is starting")
+
 // casAttempts bounds the read-check-write loop of one command under
 // contention.
 const casAttempts = 20
@@ -99,6 +102,9 @@ func (s *Service) announce(ctx context.Context, typ string, f model.Failover, id
 // current state from KV, not from its cache, and writes with a
 // compare-and-swap.
 func (s *Service) Trigger(ctx context.Context, req model.FailoverTriggerRequest) (model.Failover, error) {
+	if !s.opened.Load() {
+		return model.Failover{}, errStarting
+	}
 	for _, name := range []string{req.FromRegion, req.ToRegion} {
 		if err := model.ValidateRegionName(name); err != nil {
 			return model.Failover{}, err
@@ -184,6 +190,9 @@ func (s *Service) readTrigger(ctx context.Context, from, to string) (decide.Stat
 // decision). It answers 404 region_not_found for an unknown region without
 // a failover and 404 failover_not_found for a known region without one.
 func (s *Service) Clear(ctx context.Context, req model.FailoverClearRequest) (struct{}, error) {
+	if !s.opened.Load() {
+		return struct{}{}, errStarting
+	}
 	if err := model.ValidateRegionName(req.FromRegion); err != nil {
 		return struct{}{}, err
 	}
@@ -254,8 +263,8 @@ func (s *Service) publishSettings(ctx context.Context) {
 }
 
 // reconcileGrace leaves recent changes to the replica that wrote them: it
-// is still publishing their events.
-const reconcileGrace = 3 * time.Second
+// is still publishing their events. A variable for tests.
+var reconcileGrace = 3 * time.Second
 
 // reconcileEvents makes "exactly once per change" hold across crashes: a
 // replica that dies between its write to lb_failover and its publish leaves

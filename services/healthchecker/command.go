@@ -11,6 +11,7 @@ import (
 
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/version"
 )
 
 // maxCommandConcurrency bounds on-demand requests handled at once, and
@@ -30,7 +31,7 @@ func (s *Service) startCommands() (micro.Service, error) {
 	sem := make(chan struct{}, maxCommandConcurrency)
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        bus.ServiceHealthChecker,
-		Version:     Version,
+		Version:     version.Version,
 		Description: "active health checks of regions; on-demand checks",
 		Metadata:    map[string]string{"member": s.id},
 	})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+
+	"github.com/mrlb/mrlb/shared/version"
 )
 
 // memberRecord is a replica's heartbeat in lb_members. DeadAfterMS lets
@@ -24,7 +26,7 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 		Started:     time.Now().UTC(),
 		HeartbeatMS: s.heartbeat.Milliseconds(),
 		DeadAfterMS: s.deadAfter.Milliseconds(),
-		Version:     Version,
+		Version:     version.Version,
 	}
 	data, _ := json.Marshal(rec)
 	put := func() {

@@ -21,9 +21,6 @@ import (
 	"github.com/mrlb/mrlb/shared/regiontls"
 )
 
-// Version is reported by the micro service.
-const Version = "1.0.0"
-
 // ErrAlreadyRunning is returned by Run when the service is already running.
 var ErrAlreadyRunning = errors.New("healthchecker: already running")
 

@@ -24,10 +24,8 @@ import (
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
 	"github.com/mrlb/mrlb/shared/regiontls"
+	"github.com/mrlb/mrlb/shared/version"
 )
-
-// Version is reported in the presence record.
-var Version = "dev"
 
 // watchedBuckets are the buckets a snapshot is built from.
 var watchedBuckets = []string{bus.BucketRegions, bus.BucketConfig, bus.BucketHealth, bus.BucketFailover}
@@ -319,7 +317,7 @@ func (s *Service) presence(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		now := time.Now()
-		info := model.RouterInfo{ID: s.id, Address: s.address(), Started: s.started, Version: Version, Regions: map[string]model.RegionStats{}, UpdatedAt: now.UTC()}
+		info := model.RouterInfo{ID: s.id, Address: s.address(), Started: s.started, Version: version.Version, Regions: map[string]model.RegionStats{}, UpdatedAt: now.UTC()}
 		secs := max(now.Sub(prevAt).Seconds(), 1e-3)
 		next := map[string]last{}
 		for _, u := range s.table.Upstreams() {

@@ -602,7 +602,8 @@ func (f validatorFunc) Validate() error { return f() }
 
 func TestPartsDirectly(t *testing.T) {
 	// Zero values of parts as a service may build them by hand.
-	assert.NoError(t, config.Standalone{}.Validate())
+	assert.NoError(t, config.Standalone{DemoPort: 9001}.Validate())
+	assertVarError(t, config.Standalone{}.Validate(), "STANDALONE_DEMO_PORT")
 	assert.NoError(t, config.RegionTLS{}.Validate())
 	assert.NoError(t, config.Ops{}.Validate(), "empty LOG_LEVEL means info, empty METRICS_ADDR means none")
 	assertVarError(t, config.NATS{}.Validate(), "NATS_REPLICAS")

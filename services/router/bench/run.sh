@@ -6,6 +6,7 @@
 # CPU time per request and the ratios. Usage: bench/run.sh (from anywhere).
 # BASELINE=/path/to/an/older/router/binary adds it as a fourth target
 # ("baseline", same NATS and backends) for before/after in one run.
+# ROUTER_GOMAXPROCS=n sets GOMAXPROCS for the router(s) only.
 set -euo pipefail
 cd "$(dirname "$0")/.."            # services/router
 ROOT=$(cd ../.. && pwd)
@@ -33,12 +34,13 @@ B1=127.0.0.1:9101 B2=127.0.0.1:9102 B3=127.0.0.1:9103
 "$WORK/natsd" -listen 127.0.0.1:4333 -dir "$WORK/js" \
   -regions "b1=http://$B1,b2=http://$B2,b3=http://$B3" 2>"$WORK/natsd.log" & PIDS+=($!)
 
-NATS_URL=nats://127.0.0.1:4333 ROUTER_ADDR=127.0.0.1:8000 METRICS_ADDR=127.0.0.1:9094 \
+RENV=(); [ -n "${ROUTER_GOMAXPROCS:-}" ] && RENV=(GOMAXPROCS="$ROUTER_GOMAXPROCS")
+env "${RENV[@]}" NATS_URL=nats://127.0.0.1:4333 ROUTER_ADDR=127.0.0.1:8000 METRICS_ADDR=127.0.0.1:9094 \
   ROUTER_STATE_FILE="$WORK/router-state.json" LOG_LEVEL=warn "$ROOT/bin/router" 2>"$WORK/router.log" &
 ROUTER_PID=$!; PIDS+=($ROUTER_PID)
 TARGETS="direct router haproxy"
 if [ -n "${BASELINE:-}" ]; then
-  NATS_URL=nats://127.0.0.1:4333 ROUTER_ADDR=127.0.0.1:8002 METRICS_ADDR=127.0.0.1:9096 \
+  env "${RENV[@]}" NATS_URL=nats://127.0.0.1:4333 ROUTER_ADDR=127.0.0.1:8002 METRICS_ADDR=127.0.0.1:9096 \
     ROUTER_STATE_FILE="$WORK/baseline-state.json" LOG_LEVEL=warn "$BASELINE" 2>"$WORK/baseline.log" &
   BASELINE_PID=$!; PIDS+=($BASELINE_PID)
   TARGETS="direct baseline router haproxy"
@@ -118,5 +120,5 @@ if [ -n "${BASELINE:-}" ]; then
     printf "baseline/haproxy: throughput %.2fx, cpu/request %.2fx\n", b/h, bc/hc
     printf "router/baseline:  throughput %.2fx, cpu/request %.2fx\n", r/b, rc/bc }'
 fi
-echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, averages; per-round values below)"
+echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, router GOMAXPROCS=${ROUTER_GOMAXPROCS:-default}, averages; per-round values below)"
 for n in $TARGETS; do echo "$n req/s: ${RPS[$n]}"; echo "$n cpu us/req: ${CPU[$n]:-}"; done

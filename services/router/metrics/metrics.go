@@ -5,6 +5,7 @@ package metrics
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,7 +17,7 @@ type Router struct {
 	retries    *prometheus.CounterVec
 	ejections  *prometheus.CounterVec
 	Exhausted  prometheus.Counter
-	InFlight   prometheus.Gauge
+	InFlight   *InFlight
 	Panic      prometheus.Counter
 	NoRegion   prometheus.Counter
 	Snapshots  prometheus.Counter
@@ -49,10 +50,7 @@ func New(reg prometheus.Registerer) (*Router, error) {
 			Name: "lb_router_retry_budget_exhausted_total",
 			Help: "Retries not made because the retry budget was spent.",
 		}),
-		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "lb_router_in_flight_requests",
-			Help: "Requests being proxied now.",
-		}),
+		InFlight: new(InFlight),
 		Panic: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lb_router_panic_routing_total",
 			Help: "Requests routed while no region was in rotation (panic routing).",
@@ -67,13 +65,31 @@ func New(reg prometheus.Registerer) (*Router, error) {
 		}),
 		perRegion: map[string]*Region{},
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, m.InFlight, m.Panic, m.NoRegion, m.Snapshots} {
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lb_router_in_flight_requests",
+		Help: "Requests being proxied now.",
+	}, func() float64 { return float64(m.InFlight.n.Load()) })
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, inFlight, m.Panic, m.NoRegion, m.Snapshots} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
 }
+
+// InFlight counts the requests being proxied with one atomic add each way
+// (a prometheus.Gauge does a compare-and-swap loop on float bits); the
+// lb_router_in_flight_requests gauge reads it at scrape time.
+type InFlight struct{ n atomic.Int64 }
+
+// Inc counts a request in.
+func (g *InFlight) Inc() { g.n.Add(1) }
+
+// Dec counts a request out.
+func (g *InFlight) Dec() { g.n.Add(-1) }
+
+// Value is the current count.
+func (g *InFlight) Value() int64 { return g.n.Load() }
 
 // Region holds one region's handles.
 type Region struct {
