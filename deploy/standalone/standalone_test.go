@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // binary returns bin/standalone from LB_BIN_DIR (make test builds it), or
@@ -121,21 +123,6 @@ func (p *proc) stop(t *testing.T) int {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func call(method, url string, body any) (int, []byte, http.Header, error) {
 	var rd io.Reader
 	if body != nil {
@@ -191,7 +178,7 @@ func TestStandaloneProcessKeepsStateAcrossRestart(t *testing.T) {
 	base := "http://" + api + "/api/v1/lb"
 
 	p := start(t, bin, env)
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "condition", func() error {
 		st, body, _, err := call("GET", base+"/regions", nil)
 		if err != nil || st != 200 || !strings.Contains(string(body), `"alpha"`) {
 			return fmt.Errorf("%d %s %v", st, body, err)
@@ -219,7 +206,7 @@ func TestStandaloneProcessKeepsStateAcrossRestart(t *testing.T) {
 	}
 	// Traffic reaches both regions through the router.
 	seen := map[string]bool{}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "condition", func() error {
 		st, body, h, err := call("GET", "http://"+routerAddr+"/hello", nil)
 		if err != nil || st != 200 {
 			return fmt.Errorf("router: %d %s %v", st, body, err)
@@ -236,7 +223,7 @@ func TestStandaloneProcessKeepsStateAcrossRestart(t *testing.T) {
 	}
 
 	p2 := start(t, bin, env)
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "condition", func() error {
 		st, body, _, err := call("GET", base+"/regions", nil)
 		if err != nil || st != 200 {
 			return fmt.Errorf("%d %s %v", st, body, err)
@@ -301,7 +288,7 @@ func TestStandaloneDemoRegions(t *testing.T) {
 		fmt.Sprintf("STANDALONE_DEMO_PORT=%d", demo),
 	})
 	seen := map[string]bool{}
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "condition", func() error {
 		st, body, h, err := call("GET", "http://"+routerAddr+"/", nil)
 		if err != nil || st != 200 {
 			return fmt.Errorf("router: %d %s %v", st, body, err)

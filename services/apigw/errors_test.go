@@ -16,6 +16,7 @@ import (
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func TestBodyTooLarge(t *testing.T) {
@@ -171,7 +172,7 @@ func TestUnavailable(t *testing.T) {
 	e.expect(e.do("GET", "/api/v1/lb/regions/a1", nil), 200, "")
 
 	e.ns.Shutdown()
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "condition", func() error {
 		if e.nc.IsConnected() {
 			return fmt.Errorf("still connected")
 		}
@@ -225,7 +226,7 @@ func TestGracefulShutdown(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- e.stop() }()
 	// The listener closes while the request is still in flight.
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "condition", func() error {
 		c, err := net.DialTimeout("tcp", e.api.Addr(), time.Second)
 		if err == nil {
 			c.Close()

@@ -25,6 +25,7 @@ import (
 	"github.com/mrlb/mrlb/shared/embeddednats"
 	"github.com/mrlb/mrlb/shared/logging"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func TestMain(m *testing.M) {
@@ -193,7 +194,7 @@ func (e *env) startConfigMgr() {
 		e.t.Fatal(err)
 	}
 	_, exited := runServiceExited(e.t, svc)
-	eventually(e.t, 10*time.Second, func() error {
+	poll.Until(e.t, 10*time.Second, "configmgr answers", func() error {
 		select {
 		case <-exited:
 			e.t.Fatal("configmgr stopped during start-up")
@@ -216,22 +217,6 @@ func serveFake[Req, Resp any](t *testing.T, nc *nats.Conn, subject string, fn bu
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
-}
-
-// eventually polls fn until it returns nil or the deadline passes.
-func eventually(t *testing.T, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", total, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // response is a decoded HTTP answer.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/logging"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func TestAuth(t *testing.T) {
@@ -56,7 +57,7 @@ func TestAuth(t *testing.T) {
 
 	// Ops endpoints need no key.
 	e.expect(e.doWith("GET", "/healthz", nil, nil), 200, "")
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "condition", func() error {
 		if r := e.doWith("GET", "/readyz", nil, nil); r.status != 200 {
 			return errors.New(string(r.body))
 		}
@@ -203,7 +204,7 @@ func TestRateLimit(t *testing.T) {
 	// Another key is another client with its own bucket.
 	e.expect(e.doWith("GET", path, nil, map[string]string{"Authorization": "Bearer " + otherKey}), 200, "")
 	// Tokens come back at 1/s: poll, no blind sleep.
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "condition", func() error {
 		if r := e.do("GET", path, nil); r.status != 200 {
 			return errors.New(strconv.Itoa(r.status))
 		}

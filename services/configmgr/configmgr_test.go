@@ -22,6 +22,7 @@ import (
 	"github.com/mrlb/mrlb/shared/embeddednats"
 	"github.com/mrlb/mrlb/shared/logging"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // replica is one running configmgr with its own NATS connection.
@@ -67,7 +68,7 @@ func startReplica(t *testing.T, url string, seed config.Seed) *replica {
 	go func() { r.done <- svc.Run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
 	// Ready once the micro service answers.
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "condition", func() error {
 		err := bus.Request(context.Background(), nc, bus.SubjectCmdConfigRegionRemove, model.RemoveRegionRequest{Region: "probe-not-there"}, nil)
 		if errors.Is(err, model.ErrRegionNotFound) {
 			return nil
@@ -75,21 +76,6 @@ func startReplica(t *testing.T, url string, seed config.Seed) *replica {
 		return fmt.Errorf("not ready: %v", err)
 	})
 	return r
-}
-
-func waitFor(t *testing.T, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func client(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
@@ -295,7 +281,7 @@ func TestConcurrentReplicasLoseNothing(t *testing.T) {
 	// each of the 100 distinct weights, and one region.added per creation.
 	weights := map[float64]int{}
 	var added int
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "condition", func() error {
 		clear(weights)
 		added = 0
 		for _, ev := range events(t, js)[before:] {
@@ -341,7 +327,7 @@ func TestEventsExactlyOncePerChange(t *testing.T) {
 		model.EventStrategyChanged + "/", model.EventRegionRemoved + "/eu-west",
 	}
 	var stored []string
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "condition", func() error {
 		stored = stored[:0]
 		for _, ev := range events(t, js) {
 			stored = append(stored, ev.Type+"/"+ev.Region)
@@ -400,7 +386,7 @@ func TestStartsBeforeNATS(t *testing.T) {
 	require.NoError(t, err)
 	defer ns.Shutdown()
 	_, js := client(t, ns.ClientURL())
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, "condition", func() error {
 		kv, err := js.KeyValue(context.Background(), bus.BucketRegions)
 		if err != nil {
 			return err

@@ -25,6 +25,7 @@ import (
 	"github.com/mrlb/mrlb/shared/embeddednats"
 	"github.com/mrlb/mrlb/shared/logging"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func TestMain(m *testing.M) {
@@ -33,22 +34,6 @@ func TestMain(m *testing.M) {
 		// shortly after Close; goleak retries, these only show on slow runs.
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
-}
-
-// waitFor polls fn until it returns nil or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // regionServer is one HTTP server answering for many regions: region R is
@@ -273,7 +258,7 @@ func (e *env) health(name string) (model.Health, bool, error) {
 func (e *env) waitStatus(name, status string, timeout time.Duration) model.Health {
 	e.t.Helper()
 	var h model.Health
-	waitFor(e.t, timeout, name+" "+status, func() error {
+	poll.Until(e.t, timeout, name+" "+status, func() error {
 		var ok bool
 		var err error
 		h, ok, err = e.health(name)

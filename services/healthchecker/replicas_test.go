@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // assignment returns the union of the instances' assigned regions and an
@@ -42,7 +43,7 @@ func TestReplicasShareTheWork(t *testing.T) {
 
 	// Converged: each replica has a share, together exactly the 10 regions,
 	// and every region was checked after that.
-	waitFor(t, 15*time.Second, "assignment converged", func() error {
+	poll.Until(t, 15*time.Second, "assignment converged", func() error {
 		for _, in := range ins {
 			if len(in.svc.Assigned()) == 0 {
 				return fmt.Errorf("%s has no region", in.svc.MemberID())
@@ -51,7 +52,7 @@ func TestReplicasShareTheWork(t *testing.T) {
 		return assignment(ins, 10)
 	})
 	converged := time.Now()
-	waitFor(t, 15*time.Second, "every region checked after convergence", func() error {
+	poll.Until(t, 15*time.Second, "every region checked after convergence", func() error {
 		for _, n := range names {
 			if _, ok := rs.firstAfter(n, converged); !ok {
 				return fmt.Errorf("%s not checked", n)
@@ -63,7 +64,7 @@ func TestReplicasShareTheWork(t *testing.T) {
 	// Five intervals: each region probed 5 +/- 1 times (not 10 or 15).
 	from := time.Now()
 	window := 5 * interval
-	waitFor(t, window+5*time.Second, "measurement window", func() error {
+	poll.Until(t, window+5*time.Second, "measurement window", func() error {
 		if time.Since(from) < window {
 			return errors.New("window open")
 		}
@@ -91,7 +92,7 @@ func TestReplicasShareTheWork(t *testing.T) {
 	stopped := time.Now()
 	victim.stop(t)
 	rest := slices.DeleteFunc(slices.Clone(ins), func(in *instance) bool { return in == victim })
-	waitFor(t, 10*time.Second, "take-over after stop", func() error {
+	poll.Until(t, 10*time.Second, "take-over after stop", func() error {
 		for _, n := range lost {
 			if _, ok := rs.firstAfter(n, stopped); !ok {
 				return fmt.Errorf("%s not checked yet", n)
@@ -106,7 +107,7 @@ func TestReplicasShareTheWork(t *testing.T) {
 			t.Errorf("%s checked again %v after its replica stopped (interval %v)", n, d, interval)
 		}
 	}
-	waitFor(t, 10*time.Second, "two replicas hold all regions", func() error { return assignment(rest, 10) })
+	poll.Until(t, 10*time.Second, "two replicas hold all regions", func() error { return assignment(rest, 10) })
 
 	// Crash: the replica vanishes without leaving lb_members (its connection
 	// drops first, so its goodbye cannot be sent); the last one takes over
@@ -123,7 +124,7 @@ func TestReplicasShareTheWork(t *testing.T) {
 	gone := time.Now()
 	crashed.nc.Close()
 	crashed.stop(t)
-	waitFor(t, 10*time.Second, "take-over after crash", func() error {
+	poll.Until(t, 10*time.Second, "take-over after crash", func() error {
 		for _, n := range lost {
 			if _, ok := rs.firstAfter(n, gone); !ok {
 				return fmt.Errorf("%s not checked yet", n)
@@ -140,5 +141,5 @@ func TestReplicasShareTheWork(t *testing.T) {
 			t.Errorf("%s checked again %v after its replica crashed (interval %v)", n, d, interval)
 		}
 	}
-	waitFor(t, 10*time.Second, "survivor holds all regions", func() error { return assignment([]*instance{survivor}, 10) })
+	poll.Until(t, 10*time.Second, "survivor holds all regions", func() error { return assignment([]*instance{survivor}, 10) })
 }

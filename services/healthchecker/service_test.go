@@ -17,6 +17,7 @@ import (
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/embeddednats"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // A region that starts failing is unhealthy after exactly the failure
@@ -199,7 +200,7 @@ func TestTLS(t *testing.T) {
 
 	plain := e.start("hc-no-ca", nil)
 	var res model.CheckResult
-	waitFor(t, 10*time.Second, "replica answers", func() error { return e.checkCmd("secure", &res) })
+	poll.Until(t, 10*time.Second, "replica answers", func() error { return e.checkCmd("secure", &res) })
 	if res.Healthy || !strings.Contains(res.Error, "certificate") {
 		t.Fatalf("self-signed region passed without the CA: %+v", res)
 	}
@@ -207,7 +208,7 @@ func TestTLS(t *testing.T) {
 
 	caFile := writeFile(t, "ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rs.Certificate().Raw}))
 	e.start("hc-ca", func(c *Config) { c.CAFile = caFile })
-	waitFor(t, 10*time.Second, "check with the CA", func() error {
+	poll.Until(t, 10*time.Second, "check with the CA", func() error {
 		var res model.CheckResult
 		if err := e.checkCmd("secure", &res); err != nil {
 			return err
@@ -243,7 +244,7 @@ func TestHistoryBoundedNewestFirst(t *testing.T) {
 		returned = append(returned, res)
 	}
 	var msgs [][]byte
-	waitFor(t, 5*time.Second, "results acknowledged", func() error {
+	poll.Until(t, 5*time.Second, "results acknowledged", func() error {
 		msgs = e.streamMessages(bus.StreamHealth, bus.HealthResultsSubject("hist"))
 		var last model.CheckResult
 		if len(msgs) > 0 {
@@ -336,7 +337,7 @@ func TestRegionLifecycle(t *testing.T) {
 
 	added := time.Now()
 	e.putRegion(model.Region{Region: "late", Endpoint: rs.URL + "/late"})
-	waitFor(t, 10*time.Second, "new region checked", func() error {
+	poll.Until(t, 10*time.Second, "new region checked", func() error {
 		if rs.count("late") == 0 {
 			return errors.New("not yet")
 		}
@@ -349,7 +350,7 @@ func TestRegionLifecycle(t *testing.T) {
 
 	changed := time.Now()
 	e.putRegion(model.Region{Region: "late", Endpoint: rs.URL + "/late", HealthPath: "/ready"})
-	waitFor(t, 10*time.Second, "changed region checked", func() error {
+	poll.Until(t, 10*time.Second, "changed region checked", func() error {
 		if _, ok := rs.firstAfter("late", changed); !ok {
 			return errors.New("not yet")
 		}
@@ -359,14 +360,14 @@ func TestRegionLifecycle(t *testing.T) {
 	e.putRegion(model.Region{Region: "late", Endpoint: rs.URL + "/late", HealthPath: "/ready", Weight: 5})
 
 	e.deleteRegion("late")
-	waitFor(t, 10*time.Second, "health deleted", func() error {
+	poll.Until(t, 10*time.Second, "health deleted", func() error {
 		if _, ok, err := e.health("late"); err != nil || ok {
 			return fmt.Errorf("still there (%v)", err)
 		}
 		return nil
 	})
 	settled := time.Now().Add(interval) // a check in flight may still land
-	waitFor(t, 10*time.Second, "seed checked thrice more", func() error {
+	poll.Until(t, 10*time.Second, "seed checked thrice more", func() error {
 		if rs.countBetween("seed", settled, time.Now()) < 3 {
 			return errors.New("not yet")
 		}
@@ -390,7 +391,7 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	e.waitStatus("before", model.StatusHealthy, 10*time.Second)
 
 	e.ns = embeddednats.RestartForTest(t, e.ns)
-	waitFor(t, 15*time.Second, "client reconnected", func() error {
+	poll.Until(t, 15*time.Second, "client reconnected", func() error {
 		if !e.nc.IsConnected() {
 			return errors.New("not connected")
 		}
