@@ -19,6 +19,7 @@ import (
 	"github.com/mrlb/mrlb/deploy/standalone/demo"
 	"github.com/mrlb/mrlb/services/apigw"
 	"github.com/mrlb/mrlb/services/configmgr"
+	"github.com/mrlb/mrlb/services/failover"
 	"github.com/mrlb/mrlb/services/healthchecker"
 	"github.com/mrlb/mrlb/services/router"
 	"github.com/mrlb/mrlb/shared/bus"
@@ -123,7 +124,7 @@ func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
 
 func (a *app) startServices(ctx context.Context) error {
 	c := a.cfg
-	for _, sc := range []*config.NATS{&c.ConfigMgr.NATS, &c.Health.NATS, &c.Router.NATS, &c.API.NATS} {
+	for _, sc := range []*config.NATS{&c.ConfigMgr.NATS, &c.Health.NATS, &c.Failover.NATS, &c.Router.NATS, &c.API.NATS} {
 		sc.URL = a.natsURL
 	}
 	c.ConfigMgr.Seed = c.Seed
@@ -136,6 +137,9 @@ func (a *app) startServices(ctx context.Context) error {
 		}},
 		{"healthchecker", func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error) {
 			return healthchecker.New(ctx, nc, c.Health, log, a.reg)
+		}},
+		{"failover", func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error) {
+			return failover.New(ctx, nc, c.Failover, log, a.reg)
 		}},
 		{"router", func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error) {
 			r, err := router.New(ctx, nc, c.Router, log, a.reg)

@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/mrlb/mrlb/services/apigw"
 	"github.com/mrlb/mrlb/services/configmgr"
+	"github.com/mrlb/mrlb/services/failover"
 	"github.com/mrlb/mrlb/services/healthchecker"
 	"github.com/mrlb/mrlb/services/router"
 	"github.com/mrlb/mrlb/shared/config"
@@ -19,6 +20,7 @@ type Config struct {
 
 	ConfigMgr configmgr.Config     `ignored:"true"`
 	Health    healthchecker.Config `ignored:"true"`
+	Failover  failover.Config      `ignored:"true"`
 	Router    router.Config        `ignored:"true"`
 	API       apigw.Config         `ignored:"true"`
 }
@@ -31,6 +33,7 @@ func DefaultConfig() Config {
 	c.MetricsAddr = ":9090"
 	c.ConfigMgr = configmgr.DefaultConfig()
 	c.Health = healthchecker.DefaultConfig()
+	c.Failover = failover.DefaultConfig()
 	c.Router = router.DefaultConfig()
 	c.API = apigw.DefaultConfig()
 	return c
@@ -38,7 +41,7 @@ func DefaultConfig() Config {
 
 // services lists the service configurations, for loading and validation.
 func (c *Config) services() []config.Validator {
-	return []config.Validator{&c.ConfigMgr, &c.Health, &c.Router, &c.API}
+	return []config.Validator{&c.ConfigMgr, &c.Health, &c.Failover, &c.Router, &c.API}
 }
 
 // Validate implements config.Validator.

@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/mrlb/mrlb/services/apigw v0.0.0
 	github.com/mrlb/mrlb/services/configmgr v0.0.0
+	github.com/mrlb/mrlb/services/failover v0.0.0
 	github.com/mrlb/mrlb/services/healthchecker v0.0.0
 	github.com/mrlb/mrlb/services/router v0.0.0
 	github.com/mrlb/mrlb/shared v0.0.0
@@ -48,6 +49,7 @@ require (
 replace (
 	github.com/mrlb/mrlb/services/apigw => ../../services/apigw
 	github.com/mrlb/mrlb/services/configmgr => ../../services/configmgr
+	github.com/mrlb/mrlb/services/failover => ../../services/failover
 	github.com/mrlb/mrlb/services/healthchecker => ../../services/healthchecker
 	github.com/mrlb/mrlb/services/router => ../../services/router
 	github.com/mrlb/mrlb/shared => ../../shared

@@ -324,6 +324,7 @@ func TestStandaloneBadEnvExits2(t *testing.T) {
 		{"LOAD_BALANCING_STRATEGY=random", "LOAD_BALANCING_STRATEGY"},
 		{"API_ADDR=0.0.0.0:8080", "API_ADDR"},
 		{"ROUTER_ADDR=nope", "ROUTER_ADDR"},
+		{"FAILOVER_THRESHOLD=2", "FAILOVER_THRESHOLD"},
 		{"REGIONAL_ENDPOINTS=bad name:http://127.0.0.1:1", "REGIONAL_ENDPOINTS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

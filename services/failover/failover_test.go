@@ -87,7 +87,7 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 	c := newRegion(t, "c", 40*time.Millisecond) // slower: b is the target
 	s.addRegions(a, b, c)
 	s.startHealthChecker("hc-1")
-	s.startFailover("fo-1", nil)
+	fo := s.startFailover("fo-1", nil)
 	rt := s.startRouter()
 	s.waitHealthy(a, b, c)
 	aHealth := s.watchKey(bus.BucketHealth, "a")
@@ -131,6 +131,12 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 	ev := events.waitEvent(t, 5*time.Second, model.EventFailoverStarted, "a")
 	if ev.ToRegion != "b" || ev.Reason != model.ReasonUnhealthy {
 		t.Fatalf("event = %+v", ev)
+	}
+	if got := labeledValue(t, fo, "lb_failover_active", "unhealthy"); got != 1 {
+		t.Fatalf("lb_failover_active{reason=unhealthy} = %v", got)
+	}
+	if got := labeledValue(t, fo, "lb_failover_started_total", "unhealthy"); got != 1 {
+		t.Fatalf("lb_failover_started_total{reason=unhealthy} = %v", got)
 	}
 
 	// The router gives a's share to b: b serves two thirds, c one third.
@@ -181,6 +187,12 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 		}
 		if counts["a"] != 10 || counts["b"] != 10 || counts["c"] != 10 {
 			return fmt.Errorf("spread %v", counts)
+		}
+		return nil
+	})
+	waitFor(t, 5*time.Second, "active gauge back to 0", func() error {
+		if got := labeledValue(t, fo, "lb_failover_active", "unhealthy"); got != 0 {
+			return fmt.Errorf("active %v", got)
 		}
 		return nil
 	})

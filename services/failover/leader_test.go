@@ -178,3 +178,27 @@ func metricValue(t *testing.T, r *replica, name string) float64 {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
+
+// labeledValue reads the series of a metric whose first label has value.
+func labeledValue(t *testing.T, r *replica, name, value string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == value {
+				if m.GetGauge() != nil {
+					return m.GetGauge().GetValue()
+				}
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("metric %s{%s} not found", name, value)
+	return 0
+}

@@ -95,6 +95,7 @@ const (
 	Clock
 )
 
+// String names the kind in logs.
 func (k Kind) String() string {
 	switch k {
 	case Start:
