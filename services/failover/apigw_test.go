@@ -17,6 +17,7 @@ import (
 	"github.com/mrlb/mrlb/services/failover"
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // api is an apigw on a loopback port with a client.
@@ -120,7 +121,7 @@ func TestAPIFailoverEndpoints(t *testing.T) {
 	s.startFailover("fo-1", func(c *failover.Config) { c.Enabled = false; c.Threshold = 0.4 })
 	api := s.startAPI()
 	s.waitHealthy(ra, rb, rc)
-	waitFor(t, 10*time.Second, "sick is unhealthy", func() error {
+	poll.Until(t, 10*time.Second, "sick is unhealthy", func() error {
 		if h := s.health("sick"); h == nil || h.Status != model.StatusUnhealthy {
 			return fmt.Errorf("health %+v", h)
 		}
@@ -128,7 +129,7 @@ func TestAPIFailoverEndpoints(t *testing.T) {
 	})
 
 	// The status reports the failover manager's effective settings.
-	waitFor(t, 10*time.Second, "settings in the status", func() error {
+	poll.Until(t, 10*time.Second, "settings in the status", func() error {
 		if st := api.status(); st.Enabled || st.Threshold != 0.4 {
 			return fmt.Errorf("status %+v", st)
 		}
@@ -192,7 +193,7 @@ func TestAPIFailoverEndpoints(t *testing.T) {
 	}
 
 	// Status: active and recent (newest first).
-	waitFor(t, 5*time.Second, "status lists the failover", func() error {
+	poll.Until(t, 5*time.Second, "status lists the failover", func() error {
 		st := api.status()
 		if len(st.Active) != 1 || st.Active[0].FromRegion != "a" || st.Active[0].ToRegion != "b" || st.Active[0].Reason != model.ReasonManual {
 			return fmt.Errorf("active %+v", st.Active)
@@ -216,7 +217,7 @@ func TestAPIFailoverEndpoints(t *testing.T) {
 
 	// A TTL ends the override by itself.
 	api.expect(api.do("POST", trigger, map[string]any{"from_region": "c", "to_region": "b", "ttl": "1s"}), 200, "")
-	waitFor(t, 10*time.Second, "TTL expiry", func() error {
+	poll.Until(t, 10*time.Second, "TTL expiry", func() error {
 		if st := api.status(); len(st.Active) != 0 {
 			return fmt.Errorf("active %+v", st.Active)
 		}

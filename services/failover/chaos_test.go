@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // TestChaosRegionProcessDies: three regions behind one router under a
@@ -33,7 +34,7 @@ func TestChaosRegionProcessDies(t *testing.T) {
 	rt := s.startRouter()
 	s.waitHealthy(a, b, c)
 	hc := client(t)
-	waitFor(t, 10*time.Second, "router sends to every region", func() error {
+	poll.Until(t, 10*time.Second, "router sends to every region", func() error {
 		counts, err := spread(t, hc, rt.Addr(), 30)
 		if err != nil {
 			return err
@@ -86,7 +87,7 @@ func TestChaosRegionProcessDies(t *testing.T) {
 
 	// Out of rotation within the bound: the failover record appears.
 	var reroutedAt time.Time
-	waitFor(t, 5*time.Second, "a failed over", func() error {
+	poll.Until(t, 5*time.Second, "a failed over", func() error {
 		if s.failoverOf("a") == nil {
 			return errors.New("no failover")
 		}

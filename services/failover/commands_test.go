@@ -14,6 +14,7 @@ import (
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/embeddednats"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func request(t *testing.T, s *sys, subject string, in, out any) error {
@@ -39,7 +40,7 @@ func TestCommandsOverNATS(t *testing.T) {
 	a, b := newRegion(t, "a", 0), newRegion(t, "b", 0)
 	s.addRegions(a, b)
 	s.startFailover("fo-1", nil)
-	waitFor(t, 10*time.Second, "service answers", func() error {
+	poll.Until(t, 10*time.Second, "service answers", func() error {
 		_, err := s.nc.Request("$SRV.PING."+bus.ServiceFailover, nil, 500*time.Millisecond)
 		return err
 	})
@@ -103,7 +104,7 @@ func TestManualCommandsOnStandby(t *testing.T) {
 		"fo-2": s.startFailover("fo-2", nil, failover.WithLeaderObserver(tl.observe)),
 	}
 	s.waitHealthy(a, b, c, d)
-	waitFor(t, 5*time.Second, "a leader", func() error {
+	poll.Until(t, 5*time.Second, "a leader", func() error {
 		if tl.leader() == "" {
 			return errors.New("none")
 		}
@@ -124,13 +125,13 @@ func TestManualCommandsOnStandby(t *testing.T) {
 	}
 	// b is failed over now, so a is re-targeted by the leader: to c, the
 	// fastest Good region that is not failed over (not to d's chain).
-	waitFor(t, 5*time.Second, "a re-targeted", func() error {
+	poll.Until(t, 5*time.Second, "a re-targeted", func() error {
 		if f := s.failoverOf("a"); f == nil || f.ToRegion != "c" || f.Reason != model.ReasonManual {
 			return fmt.Errorf("failover %+v", f)
 		}
 		return nil
 	})
-	waitFor(t, 5*time.Second, "re-target announced", func() error {
+	poll.Until(t, 5*time.Second, "re-target announced", func() error {
 		evs := events.matching(model.EventFailoverStarted, "a")
 		if len(evs) != 2 || evs[1].ToRegion != "c" || evs[1].Reason != model.ReasonManual {
 			return fmt.Errorf("events %+v", evs)
@@ -154,7 +155,7 @@ func TestConcurrentTriggersAnnounceOnce(t *testing.T) {
 	r1 := s.startFailover("fo-1", nil)
 	r2 := s.startFailover("fo-2", nil)
 	for _, r := range []*replica{r1, r2} {
-		waitFor(t, 10*time.Second, "started", func() error {
+		poll.Until(t, 10*time.Second, "started", func() error {
 			_, err := r.svc.Clear(context.Background(), model.FailoverClearRequest{FromRegion: "zz"})
 			if errors.Is(err, model.ErrUnavailable) {
 				return err
@@ -200,21 +201,21 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	s.startHealthChecker("hc-1")
 	rep := s.startFailover("fo-1", nil)
 	s.waitHealthy(a, b)
-	waitFor(t, 5*time.Second, "leader", func() error {
+	poll.Until(t, 5*time.Second, "leader", func() error {
 		if !rep.svc.Leading() {
 			return errors.New("not leading")
 		}
 		return nil
 	})
 	s.ns = embeddednats.RestartForTest(t, s.ns)
-	waitFor(t, 20*time.Second, "reconnected", func() error {
+	poll.Until(t, 20*time.Second, "reconnected", func() error {
 		if !rep.nc.IsConnected() || !s.nc.IsConnected() {
 			return errors.New("not connected")
 		}
 		return nil
 	})
 	a.failing.Store(true)
-	waitFor(t, 30*time.Second, "a failed over after the restart", func() error {
+	poll.Until(t, 30*time.Second, "a failed over after the restart", func() error {
 		if f := s.failoverOf("a"); f == nil || f.ToRegion != "b" {
 			return fmt.Errorf("failover %+v", f)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // keyLog records every change of one KV key with the server's timestamp.
@@ -95,7 +96,7 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 	hc := client(t)
 
 	// Settings are published for the API.
-	waitFor(t, 5*time.Second, "settings", func() error {
+	poll.Until(t, 5*time.Second, "settings", func() error {
 		var st model.FailoverSettings
 		if !s.get(bus.BucketConfig, bus.KeyFailoverSettings, &st) || !st.Enabled || st.Threshold != 0.5 {
 			return fmt.Errorf("settings %+v", st)
@@ -104,7 +105,7 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 	})
 
 	// Let a few checks fill the window, as in production.
-	waitFor(t, 10*time.Second, "window", func() error {
+	poll.Until(t, 10*time.Second, "window", func() error {
 		if h := s.health("a"); h == nil || len(h.Window) < 4 {
 			return errors.New("few checks yet")
 		}
@@ -113,7 +114,7 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 
 	failedAt := time.Now()
 	a.failing.Store(true)
-	waitFor(t, failoverBound+5*time.Second, "a failed over", func() error {
+	poll.Until(t, failoverBound+5*time.Second, "a failed over", func() error {
 		if s.failoverOf("a") == nil {
 			return errors.New("no failover")
 		}
@@ -140,7 +141,7 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 	}
 
 	// The router gives a's share to b: b serves two thirds, c one third.
-	waitFor(t, 10*time.Second, "router follows the failover", func() error {
+	poll.Until(t, 10*time.Second, "router follows the failover", func() error {
 		counts, err := spread(t, hc, rt.Addr(), 60)
 		if err != nil {
 			return err
@@ -155,14 +156,14 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 	// later, not before.
 	restoredAt := time.Now()
 	a.failing.Store(false)
-	waitFor(t, 10*time.Second, "a healthy again", func() error {
+	poll.Until(t, 10*time.Second, "a healthy again", func() error {
 		if _, ok := aHealth.first(restoredAt, healthStatus(model.StatusHealthy)); !ok {
 			return errors.New("not yet")
 		}
 		return nil
 	})
 	healthyAt, _ := aHealth.first(restoredAt, healthStatus(model.StatusHealthy))
-	waitFor(t, failbackDelay+10*time.Second, "a failed back", func() error {
+	poll.Until(t, failbackDelay+10*time.Second, "a failed back", func() error {
 		if _, ok := aFailover.first(restoredAt, deleted); !ok {
 			return errors.New("still failed over")
 		}
@@ -180,7 +181,7 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 	if end.ToRegion != "b" || end.Reason != model.ReasonUnhealthy {
 		t.Fatalf("ended event = %+v", end)
 	}
-	waitFor(t, 10*time.Second, "traffic back on a", func() error {
+	poll.Until(t, 10*time.Second, "traffic back on a", func() error {
 		counts, err := spread(t, hc, rt.Addr(), 30)
 		if err != nil {
 			return err
@@ -190,7 +191,7 @@ func TestAutomaticFailoverAndFailback(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(t, 5*time.Second, "active gauge back to 0", func() error {
+	poll.Until(t, 5*time.Second, "active gauge back to 0", func() error {
 		if got := labeledValue(t, fo, "lb_failover_active", "unhealthy"); got != 0 {
 			return fmt.Errorf("active %v", got)
 		}
@@ -218,7 +219,7 @@ func TestFlappingRegionFailsOverOnFailureRate(t *testing.T) {
 
 	// Every other check fails.
 	a.flapping.Store(true)
-	waitFor(t, 30*time.Second, "a failed over for its failure rate", func() error {
+	poll.Until(t, 30*time.Second, "a failed over for its failure rate", func() error {
 		f := s.failoverOf("a")
 		if f == nil {
 			return errors.New("no failover")

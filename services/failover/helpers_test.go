@@ -30,6 +30,7 @@ import (
 	"github.com/mrlb/mrlb/shared/embeddednats"
 	"github.com/mrlb/mrlb/shared/logging"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func TestMain(m *testing.M) {
@@ -78,22 +79,6 @@ type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
-// waitFor polls fn until it returns nil or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // sys is one embedded NATS server with the services a test starts on it.
 type sys struct {
 	t  *testing.T
@@ -126,7 +111,7 @@ func (s *sys) connect(name string) *nats.Conn {
 		s.t.Fatal(err)
 	}
 	s.t.Cleanup(nc.Close)
-	waitFor(s.t, 10*time.Second, "nats connected", func() error {
+	poll.Until(s.t, 10*time.Second, "nats connected", func() error {
 		if !nc.IsConnected() {
 			return errors.New("not connected")
 		}
@@ -180,7 +165,7 @@ func (s *sys) startConfigMgr() {
 		s.t.Fatal(err)
 	}
 	run(s.t, svc)
-	waitFor(s.t, 10*time.Second, "configmgr answers", func() error {
+	poll.Until(s.t, 10*time.Second, "configmgr answers", func() error {
 		_, err := s.nc.Request("$SRV.PING."+bus.ServiceConfigMgr, nil, 500*time.Millisecond)
 		return err
 	})
@@ -358,7 +343,7 @@ func (s *sys) get(bucket, key string, v any) bool {
 func (s *sys) waitHealthy(regions ...*region) {
 	s.t.Helper()
 	for _, r := range regions {
-		waitFor(s.t, 15*time.Second, r.name+" healthy", func() error {
+		poll.Until(s.t, 15*time.Second, r.name+" healthy", func() error {
 			if h := s.health(r.name); h == nil || h.Status != model.StatusHealthy {
 				return fmt.Errorf("health %+v", h)
 			}
@@ -426,7 +411,7 @@ func (l *eventLog) all() []model.Event {
 // waitEvent waits for exactly one event of typ from region and returns it.
 func (l *eventLog) waitEvent(t *testing.T, timeout time.Duration, typ, from string) model.Event {
 	t.Helper()
-	waitFor(t, timeout, typ+" "+from, func() error {
+	poll.Until(t, timeout, typ+" "+from, func() error {
 		if len(l.matching(typ, from)) == 0 {
 			return errors.New("no event")
 		}

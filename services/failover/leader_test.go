@@ -10,6 +10,7 @@ import (
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // TestLeaderElection runs two replicas. The leader handles a failure; then
@@ -34,7 +35,7 @@ func TestLeaderElection(t *testing.T) {
 		"fo-2": s.startFailover("fo-2", nil, failover.WithLeaderObserver(tl.observe)),
 	}
 	s.waitHealthy(a, b, c, d)
-	waitFor(t, 5*time.Second, "a leader", func() error {
+	poll.Until(t, 5*time.Second, "a leader", func() error {
 		if tl.leader() == "" {
 			return errors.New("no leader")
 		}
@@ -51,7 +52,7 @@ func TestLeaderElection(t *testing.T) {
 
 	// The leader handles a failure.
 	a.failing.Store(true)
-	waitFor(t, failoverBound+5*time.Second, "a failed over", func() error {
+	poll.Until(t, failoverBound+5*time.Second, "a failed over", func() error {
 		if f := s.failoverOf("a"); f == nil || f.ToRegion != "b" {
 			return fmt.Errorf("failover %+v", f)
 		}
@@ -62,7 +63,7 @@ func TestLeaderElection(t *testing.T) {
 	// Kill the leader: its connection goes away without releasing the lease.
 	killedAt := time.Now()
 	reps[first].nc.Close()
-	waitFor(t, 2*leaseTTL+2*time.Second, "standby takes over", func() error {
+	poll.Until(t, 2*leaseTTL+2*time.Second, "standby takes over", func() error {
 		if !reps[second].svc.Leading() {
 			return errors.New("not leading")
 		}
@@ -80,20 +81,20 @@ func TestLeaderElection(t *testing.T) {
 	// A failure after the take-over is handled by the new leader; b is the
 	// fastest healthy region still, and a's failover is untouched.
 	b.failing.Store(true)
-	waitFor(t, failoverBound+5*time.Second, "b failed over", func() error {
+	poll.Until(t, failoverBound+5*time.Second, "b failed over", func() error {
 		if f := s.failoverOf("b"); f == nil || f.ToRegion != "c" {
 			return fmt.Errorf("failover %+v", f)
 		}
 		return nil
 	})
 	// a pointed at b, which failed: a is re-targeted to c, reason kept.
-	waitFor(t, 5*time.Second, "a re-targeted", func() error {
+	poll.Until(t, 5*time.Second, "a re-targeted", func() error {
 		if f := s.failoverOf("a"); f == nil || f.ToRegion != "c" || f.Reason != model.ReasonUnhealthy {
 			return fmt.Errorf("failover %+v", f)
 		}
 		return nil
 	})
-	waitFor(t, 5*time.Second, "events", func() error {
+	poll.Until(t, 5*time.Second, "events", func() error {
 		if n := len(events.matching(model.EventFailoverStarted, "a")); n != 2 {
 			return fmt.Errorf("%d started events for a", n)
 		}
@@ -103,7 +104,7 @@ func TestLeaderElection(t *testing.T) {
 
 	// The inherited failover fails back under the new leader.
 	a.failing.Store(false)
-	waitFor(t, failbackDelay+15*time.Second, "a failed back", func() error {
+	poll.Until(t, failbackDelay+15*time.Second, "a failed back", func() error {
 		if f := s.failoverOf("a"); f != nil {
 			return fmt.Errorf("still %+v", f)
 		}
@@ -134,7 +135,7 @@ func TestGracefulShutdownHandsOverAtOnce(t *testing.T) {
 		"fo-1": s.startFailover("fo-1", func(c *failover.Config) { c.LeaseTTL = config.Duration(5 * time.Second) }, failover.WithLeaderObserver(tl.observe)),
 		"fo-2": s.startFailover("fo-2", func(c *failover.Config) { c.LeaseTTL = config.Duration(5 * time.Second) }, failover.WithLeaderObserver(tl.observe)),
 	}
-	waitFor(t, 10*time.Second, "a leader", func() error {
+	poll.Until(t, 10*time.Second, "a leader", func() error {
 		if tl.leader() == "" {
 			return errors.New("no leader")
 		}
@@ -145,7 +146,7 @@ func TestGracefulShutdownHandsOverAtOnce(t *testing.T) {
 	if err := reps[first].run.stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "hand-over", func() error {
+	poll.Until(t, 2*time.Second, "hand-over", func() error {
 		if l := tl.leader(); l == "" || l == first {
 			return fmt.Errorf("leader %q", l)
 		}

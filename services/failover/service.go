@@ -17,6 +17,7 @@ import (
 	"github.com/mrlb/mrlb/services/failover/decide"
 	"github.com/mrlb/mrlb/services/failover/lease"
 	"github.com/mrlb/mrlb/shared/bus"
+	"github.com/mrlb/mrlb/shared/replica"
 	"github.com/mrlb/mrlb/shared/version"
 )
 
@@ -111,7 +112,7 @@ func New(_ context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, reg pro
 		leaderCh: make(chan struct{}, 1),
 	}
 	if s.id == "" {
-		s.id = defaultID()
+		s.id = replica.DefaultID("failover")
 	}
 	s.log = log.With("replica", s.id)
 	for _, o := range opts {

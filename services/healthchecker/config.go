@@ -2,9 +2,6 @@ package healthchecker
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"strings"
 
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/model"
@@ -46,25 +43,3 @@ func (c Config) Validate() error {
 
 // OpsConfig implements lifecycle.Config.
 func (c Config) OpsConfig() config.Ops { return c.Ops }
-
-// defaultMemberID is hostname-pid reduced to a valid KV key.
-func defaultMemberID() string {
-	host, _ := os.Hostname()
-	var b strings.Builder
-	for _, r := range strings.ToLower(host) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('-')
-		}
-	}
-	name := strings.Trim(b.String(), "-")
-	if name == "" {
-		name = "hc"
-	}
-	if len(name) > 40 {
-		name = name[:40]
-	}
-	return fmt.Sprintf("%s-%d", name, os.Getpid())
-}

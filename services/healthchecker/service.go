@@ -19,6 +19,7 @@ import (
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
 	"github.com/mrlb/mrlb/shared/regiontls"
+	"github.com/mrlb/mrlb/shared/replica"
 )
 
 // ErrAlreadyRunning is returned by Run when the service is already running.
@@ -112,7 +113,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, reg p
 		stop:     make(chan struct{}),
 	}
 	if s.id == "" {
-		s.id = defaultMemberID()
+		s.id = replica.DefaultID("healthchecker")
 	}
 	s.log = log.With("member", s.id)
 	for _, o := range opts {

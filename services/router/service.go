@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
 	"github.com/mrlb/mrlb/shared/regiontls"
+	"github.com/mrlb/mrlb/shared/replica"
 	"github.com/mrlb/mrlb/shared/version"
 )
 
@@ -81,7 +81,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, reg p
 		synced:  make(chan struct{}),
 	}
 	if s.id == "" {
-		s.id = defaultID()
+		s.id = replica.DefaultID("router")
 	}
 	s.statePath = cfg.StateFile
 	if s.statePath == "" {
@@ -452,27 +452,4 @@ func (s *Service) ejections(ctx context.Context) {
 			s.table.ReturnExpired(now)
 		}
 	}
-}
-
-// defaultID is hostname-pid shaped to the region-name rule.
-func defaultID() string {
-	h, _ := os.Hostname()
-	raw := strings.ToLower(h) + "-" + strconv.Itoa(os.Getpid())
-	var b strings.Builder
-	for _, r := range raw {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	id := strings.TrimLeft(b.String(), "-")
-	if id == "" {
-		id = "router-" + strconv.Itoa(os.Getpid())
-	}
-	if len(id) > 63 {
-		id = id[len(id)-63:]
-		id = strings.TrimLeft(id, "-")
-	}
-	return id
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mrlb/mrlb/services/failover/lease"
 	"github.com/mrlb/mrlb/shared/embeddednats"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func TestMain(m *testing.M) {
@@ -165,18 +166,6 @@ func (r *replica) stop() {
 	<-r.done
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func TestOneLeaderAndReleaseHandsOverAtOnce(t *testing.T) {
 	kv := bucket(t)
 	tl := &timeline{}
@@ -185,7 +174,7 @@ func TestOneLeaderAndReleaseHandsOverAtOnce(t *testing.T) {
 	for _, id := range []string{"r1", "r2", "r3"} {
 		reps[id] = start(t, kv, id, ttl, tl)
 	}
-	waitFor(t, 5*time.Second, "a leader", func() bool { return tl.leader() != "" })
+	poll.True(t, 5*time.Second, "a leader", func() bool { return tl.leader() != "" })
 	first := tl.leader()
 	// Stable: nobody else takes over while the leader renews.
 	deadline := time.Now().Add(3 * ttl)
@@ -207,7 +196,7 @@ func TestOneLeaderAndReleaseHandsOverAtOnce(t *testing.T) {
 	// A graceful stop releases the lease: a standby takes over well within
 	// one TTL.
 	reps[first].stop()
-	took := waitFor(t, ttl, "hand-over after release", func() bool { l := tl.leader(); return l != "" && l != first })
+	took := poll.True(t, ttl, "hand-over after release", func() bool { l := tl.leader(); return l != "" && l != first })
 	t.Logf("hand-over after release: %v", took)
 	tl.check(t)
 }
@@ -217,10 +206,10 @@ func TestCrashedLeaderIsReplacedWithinTwoTTL(t *testing.T) {
 	tl := &timeline{}
 	const ttl = time.Second
 	a := start(t, kv, "a", ttl, tl)
-	waitFor(t, 5*time.Second, "a leads", func() bool { return tl.leader() == "a" })
+	poll.True(t, 5*time.Second, "a leads", func() bool { return tl.leader() == "a" })
 	b := start(t, kv, "b", ttl, tl)
 	a.kv.broken.Store(true)
-	took := waitFor(t, 2*ttl+500*time.Millisecond, "b takes over", func() bool {
+	took := poll.True(t, 2*ttl+500*time.Millisecond, "b takes over", func() bool {
 		_, ok := b.e.Leading()
 		return ok
 	})
