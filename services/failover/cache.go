@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrlb/mrlb/services/failover/decide"
+	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
 )
 
@@ -69,7 +70,7 @@ func (c *cache) applyRegions(snapshot bool, entries []jetstream.KeyValueEntry) {
 		c.loaded["regions"] = true
 	}
 	for _, e := range entries {
-		if isDelete(e) {
+		if bus.IsDelete(e) {
 			delete(c.regions, e.Key())
 		} else {
 			c.regions[e.Key()] = true
@@ -86,7 +87,7 @@ func (c *cache) applyHealth(snapshot bool, entries []jetstream.KeyValueEntry) {
 		c.loaded["health"] = true
 	}
 	for _, e := range entries {
-		if isDelete(e) {
+		if bus.IsDelete(e) {
 			delete(c.health, e.Key())
 			continue
 		}
@@ -128,7 +129,7 @@ func (c *cache) putLocked(key string, e jetstream.KeyValueEntry) {
 		return
 	}
 	next := foEntry{rev: e.Revision(), created: e.Created()}
-	if !isDelete(e) {
+	if !bus.IsDelete(e) {
 		var r decide.Record
 		if json.Unmarshal(e.Value(), &r) == nil {
 			if r.FromRegion == "" {

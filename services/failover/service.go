@@ -157,9 +157,9 @@ func (s *Service) Run(ctx context.Context) error {
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	var loops sync.WaitGroup
-	loops.Go(func() { s.watch(loopCtx, s.kvRegions, bus.BucketRegions, s.cache.applyRegions) })
-	loops.Go(func() { s.watch(loopCtx, s.kvHealth, bus.BucketHealth, s.cache.applyHealth) })
-	loops.Go(func() { s.watch(loopCtx, s.kvFailover, bus.BucketFailover, s.cache.applyFailovers) })
+	loops.Go(func() { bus.Watch(loopCtx, s.nc, s.kvRegions, s.cache.applyRegions, s.log) })
+	loops.Go(func() { bus.Watch(loopCtx, s.nc, s.kvHealth, s.cache.applyHealth, s.log) })
+	loops.Go(func() { bus.Watch(loopCtx, s.nc, s.kvFailover, s.cache.applyFailovers, s.log) })
 	loops.Go(func() { s.decideLoop(loopCtx) })
 
 	electCtx, stopElect := context.WithCancel(context.WithoutCancel(ctx))

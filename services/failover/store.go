@@ -346,10 +346,10 @@ func (s *Service) deletedRevision(ctx context.Context, key string, cutoff time.T
 		return 0, false
 	}
 	lastEntry := hist[len(hist)-1]
-	if !isDelete(lastEntry) || lastEntry.Created().After(cutoff) {
+	if !bus.IsDelete(lastEntry) || lastEntry.Created().After(cutoff) {
 		return 0, false
 	}
-	if len(hist) >= 2 && !isDelete(hist[len(hist)-2]) {
+	if len(hist) >= 2 && !bus.IsDelete(hist[len(hist)-2]) {
 		return hist[len(hist)-2].Revision(), true
 	}
 	return 0, false

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mrlb/mrlb/services/healthchecker/rendezvous"
 	"github.com/mrlb/mrlb/services/healthchecker/schedule"
+	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
 )
 
@@ -139,7 +140,7 @@ func (l *loop) onRegions(ev kvEvent) {
 	if ev.snapshot {
 		next := make(map[string]model.Region, len(ev.entries))
 		for _, e := range ev.entries {
-			if isDelete(e) {
+			if bus.IsDelete(e) {
 				continue
 			}
 			if r, ok := decodeRegion(e.Key(), e.Value()); ok {
@@ -174,8 +175,8 @@ func (l *loop) onRegions(ev kvEvent) {
 	for _, e := range ev.entries {
 		name := e.Key()
 		r, ok := decodeRegion(name, e.Value())
-		if isDelete(e) || !ok {
-			if !isDelete(e) {
+		if bus.IsDelete(e) || !ok {
+			if !bus.IsDelete(e) {
 				s.log.Warn("ignoring unreadable region", "region", name)
 			}
 			s.mu.Lock()
@@ -246,7 +247,7 @@ func (l *loop) onMembers(ev kvEvent) {
 	}
 	for _, e := range ev.entries {
 		id := e.Key()
-		if isDelete(e) {
+		if bus.IsDelete(e) {
 			delete(l.members, id)
 			continue
 		}

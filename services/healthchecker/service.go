@@ -178,8 +178,8 @@ func (s *Service) Run(ctx context.Context) error {
 	l := newLoop(s, runCtx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.heartbeatLoop(runCtx) })
-	wg.Go(func() { s.watch(runCtx, s.kvRegions, bus.BucketRegions, l.regionsCh) })
-	wg.Go(func() { s.watch(runCtx, s.kvMembers, bus.BucketMembers, l.membersCh) })
+	wg.Go(func() { bus.Watch(runCtx, s.nc, s.kvRegions, toChan(runCtx, l.regionsCh), s.log) })
+	wg.Go(func() { bus.Watch(runCtx, s.nc, s.kvMembers, toChan(runCtx, l.membersCh), s.log) })
 	wg.Go(l.run)
 
 	svc, err := s.startCommands()

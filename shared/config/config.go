@@ -62,7 +62,7 @@ func MustLoad(cfg Validator) {
 
 // Exit prints a configuration error and ends the process with ExitCode.
 func Exit(w io.Writer, err error) {
-	fmt.Fprintf(w, "configuration error: %v\n", err)
+	_, _ = fmt.Fprintf(w, "configuration error: %v\n", err)
 	os.Exit(ExitCode)
 }
 

@@ -95,7 +95,9 @@ func (s *Server) Run(ctx context.Context) error {
 		shCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.srv.Shutdown(shCtx)
-		<-errc
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("ops serve: %w", err)
+		}
 		return nil
 	}
 }

@@ -1,0 +1,93 @@
+package bus
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// WatchFunc receives a bucket's whole content (snapshot true), then every
+// change (snapshot false, one entry). A snapshot replaces what the receiver
+// knew: keys absent from it are gone.
+type WatchFunc func(snapshot bool, entries []jetstream.KeyValueEntry)
+
+// Watch follows kv until ctx ends. It re-opens the watch, with a fresh
+// snapshot, whenever the NATS connection is re-established or the watcher
+// ends, so that changes made while NATS was away (or by a restarted server)
+// are never missed. apply is called from this goroutine only.
+func Watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, apply WatchFunc, log *slog.Logger) {
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		w, err := kv.WatchAll(ctx)
+		if err != nil {
+			if wait < 5*time.Second { // log the first failures, not every retry of a long outage
+				log.Warn("watch failed, retrying", "bucket", kv.Bucket(), "err", err)
+			}
+			if !sleep(ctx, wait) {
+				return
+			}
+			wait = min(2*wait, 5*time.Second)
+			continue
+		}
+		wait = 100 * time.Millisecond
+		again := consume(ctx, w, reconnected, apply)
+		_ = w.Stop()
+		if !again {
+			return
+		}
+		log.Info("re-opening watch", "bucket", kv.Bucket())
+		if !sleep(ctx, 50*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// consume applies updates until ctx ends (false) or the watch must be
+// re-opened (true).
+func consume(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status, apply WatchFunc) bool {
+	var snap []jetstream.KeyValueEntry
+	loaded := false
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-reconnected:
+			return true
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return true
+			case e == nil:
+				loaded = true
+				apply(true, snap)
+				snap = nil
+			case !loaded:
+				snap = append(snap, e)
+			default:
+				apply(false, []jetstream.KeyValueEntry{e})
+			}
+		}
+	}
+}
+
+// IsDelete reports whether a watched entry removes its key.
+func IsDelete(e jetstream.KeyValueEntry) bool {
+	op := e.Operation()
+	return op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
