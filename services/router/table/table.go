@@ -490,6 +490,9 @@ func (t *Table) rebuildLocked() {
 	}
 	if key == t.prevKey && t.prev != nil {
 		snap.picker = t.prev
+		if r, ok := t.prev.(interface{ Refresh() }); ok {
+			r.Refresh() // e.g. least_latency ranks the new check latencies
+		}
 	} else {
 		p, err := strategy.New(strat, params, cands)
 		if err != nil {
