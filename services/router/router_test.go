@@ -23,6 +23,7 @@ import (
 	"github.com/mrlb/mrlb/shared/embeddednats"
 	"github.com/mrlb/mrlb/shared/logging"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func TestMain(m *testing.M) {
@@ -139,17 +140,6 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, resp.Header.Get("X-LB-Region")
 }
 
-func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestRegionAddedInKVGetsTrafficWithin1s(t *testing.T) {
 	ns := embeddednats.StartForTest(t)
 	e := startEnv(t, ns, filepath.Join(t.TempDir(), "state.json"), nil)
@@ -162,7 +152,7 @@ func TestRegionAddedInKVGetsTrafficWithin1s(t *testing.T) {
 	defer srv.Close()
 	start := time.Now()
 	put(t, regions, "us-east", region("us-east", srv.URL, 1))
-	eventually(t, time.Second, "traffic on the new region", func() bool {
+	poll.True(t, time.Second, "traffic on the new region", func() bool {
 		_, r := get(t, e.url+"/")
 		return r == "us-east"
 	})
@@ -179,14 +169,14 @@ func TestStrategySwitchTakesEffectAtOnce(t *testing.T) {
 	put(t, regions, "a", region("a", a.URL, 1))
 	put(t, regions, "b", region("b", b.URL, 0))
 	put(t, cfgKV, bus.KeyStrategy, model.StrategyConfig{Strategy: model.StrategyWeighted, Parameters: json.RawMessage(`{}`)})
-	eventually(t, 2*time.Second, "weighted in force", func() bool { return e.svc.Table().Snapshot().Strategy == model.StrategyWeighted })
+	poll.True(t, 2*time.Second, "weighted in force", func() bool { return e.svc.Table().Snapshot().Strategy == model.StrategyWeighted })
 	for range 20 {
 		if _, r := get(t, e.url+"/"); r != "a" {
 			t.Fatalf("weighted with b=0 routed to %q", r)
 		}
 	}
 	put(t, cfgKV, bus.KeyStrategy, model.StrategyConfig{Strategy: model.StrategyRoundRobin, Parameters: json.RawMessage(`{}`)})
-	eventually(t, time.Second, "round robin in force", func() bool { return e.svc.Table().Snapshot().Strategy == model.StrategyRoundRobin })
+	poll.True(t, time.Second, "round robin in force", func() bool { return e.svc.Table().Snapshot().Strategy == model.StrategyRoundRobin })
 	seen := map[string]int{}
 	for range 10 {
 		_, r := get(t, e.url+"/")
@@ -208,10 +198,10 @@ func TestHealthAndFailoverKeys(t *testing.T) {
 	put(t, regions, "a", region("a", a.URL, 1))
 	put(t, regions, "b", region("b", b.URL, 1))
 	put(t, regions, "c", region("c", c.URL, 1))
-	eventually(t, 2*time.Second, "three regions", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 3 })
+	poll.True(t, 2*time.Second, "three regions", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 3 })
 
 	put(t, health, "a", model.Health{Region: "a", Status: model.StatusUnhealthy})
-	eventually(t, time.Second, "a out of rotation", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 2 })
+	poll.True(t, time.Second, "a out of rotation", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 2 })
 	for range 10 {
 		if _, r := get(t, e.url+"/"); r == "a" {
 			t.Fatal("unhealthy region got traffic")
@@ -220,7 +210,7 @@ func TestHealthAndFailoverKeys(t *testing.T) {
 	_ = health.Purge(context.Background(), "a")
 	// a fails over to c: c serves two shares of three.
 	put(t, failover, "a", model.Failover{FromRegion: "a", ToRegion: "c", Reason: model.ReasonManual, Since: time.Now()})
-	eventually(t, time.Second, "failover in force", func() bool {
+	poll.True(t, time.Second, "failover in force", func() bool {
 		s := e.svc.Table().Snapshot()
 		return len(s.Candidates) == 2 && !s.Panic
 	})
@@ -244,14 +234,14 @@ func TestStaticStabilityWhenNATSGoesAway(t *testing.T) {
 	defer b.Close()
 	put(t, regions, "a", region("a", a.URL, 1))
 	put(t, regions, "b", region("b", b.URL, 1))
-	eventually(t, 2*time.Second, "two regions", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 2 })
-	eventually(t, 5*time.Second, "state file with both regions", func() bool {
+	poll.True(t, 2*time.Second, "two regions", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 2 })
+	poll.True(t, 5*time.Second, "state file with both regions", func() bool {
 		data, err := os.ReadFile(state)
 		return err == nil && strings.Contains(string(data), `"a"`) && strings.Contains(string(data), `"b"`)
 	})
 
 	ns.Shutdown()
-	eventually(t, 5*time.Second, "client sees NATS gone", func() bool { return !e.nc.IsConnected() })
+	poll.True(t, 5*time.Second, "client sees NATS gone", func() bool { return !e.nc.IsConnected() })
 	for i := range 200 {
 		if code, _ := get(t, e.url+"/"); code != 200 {
 			t.Fatalf("request %d after NATS went away: %d", i, code)
@@ -282,18 +272,18 @@ func TestWatchesReopenAfterNATSRestart(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	put(t, regions, "a", region("a", a.URL, 1))
-	eventually(t, 2*time.Second, "region a", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 1 })
+	poll.True(t, 2*time.Second, "region a", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 1 })
 	ns2 := embeddednats.RestartForTest(t, ns)
 	_ = ns2
-	eventually(t, 15*time.Second, "reconnected", e.nc.IsConnected)
+	poll.True(t, 15*time.Second, "reconnected", e.nc.IsConnected)
 	var kv jetstream.KeyValue
-	eventually(t, 10*time.Second, "bucket reachable", func() bool {
+	poll.True(t, 10*time.Second, "bucket reachable", func() bool {
 		var err error
 		kv, err = e.js.KeyValue(context.Background(), bus.BucketRegions)
 		return err == nil
 	})
 	put(t, kv, "b", region("b", b.URL, 1))
-	eventually(t, 10*time.Second, "region b after restart", func() bool {
+	poll.True(t, 10*time.Second, "region b after restart", func() bool {
 		_, r := get(t, e.url+"/")
 		return r == "b"
 	})
@@ -322,7 +312,7 @@ func TestOutlierEventsAndPresence(t *testing.T) {
 	}
 	put(t, regions, "bad", region("bad", bad.URL, 1))
 	put(t, regions, "good", region("good", good.URL, 1))
-	eventually(t, 2*time.Second, "two regions", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 2 })
+	poll.True(t, 2*time.Second, "two regions", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 2 })
 	for range 6 {
 		get(t, e.url+"/")
 	}
@@ -343,7 +333,7 @@ func TestOutlierEventsAndPresence(t *testing.T) {
 	if types[0] != model.EventOutlierEjected || types[1] != model.EventOutlierReturned {
 		t.Fatalf("events %v", types)
 	}
-	eventually(t, 5*time.Second, "presence record", func() bool {
+	poll.True(t, 5*time.Second, "presence record", func() bool {
 		entry, err := routers.Get(context.Background(), "test-router")
 		if err != nil {
 			return false

@@ -189,9 +189,10 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// control makes sure the buckets exist, then watches them; on a NATS
-// reconnect the watches are opened again, which also replays keys changed or
-// deleted while NATS was away.
+// control makes sure the buckets exist, then follows them with bus.Watch,
+// which re-opens the watches on a NATS reconnect and so also replays keys
+// changed or deleted while NATS was away. The table is synced once every
+// bucket delivered its first snapshot.
 func (s *Service) control(ctx context.Context) {
 	infra := bus.DefaultInfra()
 	infra.Replicas = s.cfg.Replicas
@@ -200,108 +201,51 @@ func (s *Service) control(ctx context.Context) {
 	}); err != nil {
 		return
 	}
-	status := s.nc.StatusChanged(nats.CONNECTED)
-	defer s.nc.RemoveStatusListener(status)
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- s.watch(wctx) }()
-		select {
-		case <-ctx.Done():
-		case <-status:
-			s.log.Info("nats reconnected: reopening KV watches")
-		case err := <-done:
-			done <- err // give it back for the wait below
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("KV watch ended; reopening", "err", err)
-			}
-		}
-		cancel()
-		<-done
-		t := time.NewTimer(250 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+	var synced, wg sync.WaitGroup
+	for _, bucket := range watchedBuckets {
+		var kv jetstream.KeyValue
+		if err := bus.Retry(ctx, func(ctx context.Context) error {
+			var err error
+			kv, err = s.js.KeyValue(ctx, bucket)
+			return err
+		}); err != nil {
 			return
-		case <-t.C:
 		}
-	}
-}
-
-// watch follows every watched bucket until ctx ends or one watch fails.
-func (s *Service) watch(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(watchedBuckets))
-	var synced sync.WaitGroup
-	var wg sync.WaitGroup
-	for _, b := range watchedBuckets {
 		synced.Add(1)
+		done := sync.OnceFunc(synced.Done)
 		wg.Go(func() {
-			err := s.watchBucket(ctx, b, synced.Done)
-			errc <- err
+			defer done() // also when stopped before the first snapshot
+			bus.Watch(ctx, s.nc, kv, s.apply(bucket, done), s.log)
 		})
 	}
-	go func() {
+	wg.Go(func() {
 		synced.Wait()
 		if ctx.Err() == nil {
 			s.syncOnce.Do(func() { close(s.synced) })
 		}
-	}()
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	cancel()
+	})
 	wg.Wait()
-	return err
 }
 
-func (s *Service) watchBucket(ctx context.Context, bucket string, synced func()) error {
-	once := sync.OnceFunc(synced)
-	defer once()
-	var kv jetstream.KeyValue
-	if err := bus.Retry(ctx, func(ctx context.Context) error {
-		var err error
-		kv, err = s.js.KeyValue(ctx, bucket)
-		return err
-	}); err != nil {
-		return err
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", bucket, err)
-	}
-	defer func() { _ = w.Stop() }()
-	initial := map[string][]byte{}
-	live := false
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch %s closed", bucket)
-			}
-			if e == nil {
-				s.table.ReplaceBucket(bucket, initial)
-				initial, live = nil, true
-				once()
-				continue
-			}
-			if !live {
-				if e.Operation() == jetstream.KeyValuePut {
-					initial[e.Key()] = e.Value()
-				} else {
-					delete(initial, e.Key())
+// apply feeds one bucket's snapshots and changes to the routing table.
+func (s *Service) apply(bucket string, firstSnapshot func()) bus.WatchFunc {
+	return func(snapshot bool, entries []jetstream.KeyValueEntry) {
+		if snapshot {
+			content := make(map[string][]byte, len(entries))
+			for _, e := range entries {
+				if !bus.IsDelete(e) {
+					content[e.Key()] = e.Value()
 				}
-				continue
 			}
-			if e.Operation() == jetstream.KeyValuePut {
-				s.table.Put(bucket, e.Key(), e.Value())
-			} else {
+			s.table.ReplaceBucket(bucket, content)
+			firstSnapshot()
+			return
+		}
+		for _, e := range entries {
+			if bus.IsDelete(e) {
 				s.table.Delete(bucket, e.Key())
+			} else {
+				s.table.Put(bucket, e.Key(), e.Value())
 			}
 		}
 	}

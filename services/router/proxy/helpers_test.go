@@ -72,18 +72,6 @@ func client() *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 }
 
-// eventually polls f until it returns true or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // deadAddr returns a loopback address nothing listens on (port 1 is never
 // handed out to test listeners, unlike a port that was just freed).
 func deadAddr(t *testing.T) string {

@@ -390,6 +390,7 @@ func (p *Proxy) relay(ctx *fasthttp.RequestCtx, up *table.Upstream, resp *fastht
 	h := &ctx.Response.Header
 	resp.Header.CopyTo(h)
 	stripResponseHop(h)
+	h.DisableNormalizing() // header names reach the client as the region wrote them, ours as documented
 	h.SetBytesK(headerRegion, up.Name)
 	if bs == nil {
 		fasthttp.ReleaseResponse(resp)
@@ -425,6 +426,7 @@ func writeError(ctx *fasthttp.RequestCtx, up *table.Upstream, status int, body [
 	ctx.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(strJSON)
 	if up != nil {
+		ctx.Response.Header.DisableNormalizing()
 		ctx.Response.Header.SetBytesK(headerRegion, up.Name)
 	}
 	ctx.Response.SetBodyRaw(body)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -22,6 +23,7 @@ import (
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/logging"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 	"github.com/mrlb/mrlb/shared/regiontls"
 )
 
@@ -521,7 +523,7 @@ func TestOutlierEjectionAndReturn(t *testing.T) {
 	if ev := <-r.events; ev.Type != model.EventOutlierReturned || ev.Region != "flaky" {
 		t.Fatalf("event %+v, want flaky returned", ev)
 	}
-	eventually(t, 5*time.Second, "traffic back on the returned region", func() bool {
+	poll.True(t, 5*time.Second, "traffic back on the returned region", func() bool {
 		get()
 		return flakyHits.Load() > before
 	})
@@ -616,5 +618,37 @@ func TestHeadAndNoContent(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != 204 {
 		t.Fatalf("204 became %d", resp.StatusCode)
+	}
+}
+
+// The region header goes on the wire spelled as the contract writes it.
+func TestHeaderNamesOnTheWire(t *testing.T) {
+	region := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header()["x-custom-lower"] = []string{"v"}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer region.Close()
+	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"r1": region.URL})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	raw, _ := io.ReadAll(conn)
+	for _, want := range []string{"\r\nX-LB-Region: r1\r\n", "ok"} {
+		if !strings.Contains(string(raw), want) {
+			t.Fatalf("response lacks %q:\n%s", want, raw)
+		}
+	}
+	// Errors answered by the router carry the header too.
+	dead := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"gone": "http://" + deadAddr(t)})
+	resp, err := client().Get(dead.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode < 500 || resp.Header.Get("X-LB-Region") != "gone" {
+		t.Fatalf("dead region: status %d region %q", resp.StatusCode, resp.Header.Get("X-LB-Region"))
 	}
 }

@@ -114,6 +114,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx) {
 		}
 		resp.Header.CopyTo(&ctx.Response.Header)
 		stripResponseHop(&ctx.Response.Header)
+		ctx.Response.Header.DisableNormalizing()
 		ctx.Response.Header.SetBytesK(headerRegion, up.Name)
 		ctx.Response.SetBody(resp.Body())
 		return
