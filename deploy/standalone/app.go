@@ -194,17 +194,17 @@ func (a *app) printBanner(out io.Writer) {
 	for _, l := range a.lines {
 		b.WriteString("  " + l + "\n")
 	}
-	b.WriteString(fmt.Sprintf("  nats      %s\n", a.natsURL))
+	fmt.Fprintf(&b, "  nats      %s\n", a.natsURL)
 	if a.apiURL != "" {
 		b.WriteString("\ntry:\n")
 		auth := ""
 		if len(a.cfg.API.Keys) > 0 {
 			auth = ` -H "Authorization: Bearer $API_KEY"`
 		}
-		b.WriteString(fmt.Sprintf("  curl -s%s %s/api/v1/lb/regions\n", auth, a.apiURL))
+		fmt.Fprintf(&b, "  curl -s%s %s/api/v1/lb/regions\n", auth, a.apiURL)
 		for _, l := range a.lines {
 			if strings.HasPrefix(l, "router") {
-				b.WriteString(fmt.Sprintf("  curl -si %s\n", strings.Fields(l)[1]))
+				fmt.Fprintf(&b, "  curl -si %s\n", strings.Fields(l)[1])
 			}
 		}
 	}

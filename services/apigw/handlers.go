@@ -77,18 +77,18 @@ func (s *Service) getStatus(c *fiber.Ctx) error {
 	ctx, cancel := s.natsCtx(c)
 	defer cancel()
 	var (
-		st      regionState
-		strat   model.StrategyConfig
-		stratOK bool
-		fo      model.FailoverSettings
-		foOK    bool
-		routers map[string]model.RouterInfo
-		wg      sync.WaitGroup
-		errs    = make([]error, 4)
+		st         regionState
+		strategy   model.StrategyConfig
+		strategyOK bool
+		fo         model.FailoverSettings
+		foOK       bool
+		routers    map[string]model.RouterInfo
+		wg         sync.WaitGroup
+		errs       = make([]error, 4)
 	)
 	wg.Go(func() { st, errs[0] = s.store.loadState(ctx) })
 	wg.Go(func() {
-		strat, stratOK, errs[1] = getJSON[model.StrategyConfig](ctx, s.store, bus.BucketConfig, bus.KeyStrategy)
+		strategy, strategyOK, errs[1] = getJSON[model.StrategyConfig](ctx, s.store, bus.BucketConfig, bus.KeyStrategy)
 	})
 	wg.Go(func() {
 		fo, foOK, errs[2] = getJSON[model.FailoverSettings](ctx, s.store, bus.BucketConfig, bus.KeyFailoverSettings)
@@ -98,15 +98,15 @@ func (s *Service) getStatus(c *fiber.Ctx) error {
 	if err := firstErr(errs...); err != nil {
 		return err
 	}
-	if !stratOK {
-		strat = defaultStrategy
+	if !strategyOK {
+		strategy = defaultStrategy
 	}
 	if !foOK {
 		fo = defaultFailover
 	}
 	resp := statusResponse{
-		Strategy:        strat.Strategy,
-		Parameters:      nonNullObject(strat.Parameters),
+		Strategy:        strategy.Strategy,
+		Parameters:      nonNullObject(strategy.Parameters),
 		FailoverEnabled: fo.Enabled,
 		Routers:         sortedValues(routers),
 		Version:         version.Version,

@@ -346,5 +346,3 @@ func (e *env) publish(subject string, v any) {
 		e.t.Fatal(err)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -135,7 +135,9 @@ func (s *Service) Run(ctx context.Context) error {
 		s.log.Warn("api shutdown did not finish cleanly", "err", err)
 	}
 	_ = s.ln.Close() // in case Serve had not registered the listener yet
-	<-errc
+	if err := <-errc; err != nil {
+		s.log.Debug("api serve returned after shutdown", "err", err)
+	}
 	s.log.Info("api stopped")
 	return nil
 }

@@ -73,7 +73,10 @@ func (r *Region) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = r.srv.Shutdown(sctx)
-		<-errc
+		// After Shutdown, Serve returns http.ErrServerClosed.
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 		return nil
 	}
 }

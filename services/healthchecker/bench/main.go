@@ -85,7 +85,11 @@ func runParent() error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if err := os.RemoveAll(dir); err != nil {
+			log.Printf("bench: remove %s: %v", dir, err)
+		}
+	}()
 	ns, err := embeddednats.Start(embeddednats.Options{StoreDir: dir})
 	if err != nil {
 		return err
@@ -208,15 +212,17 @@ func runChild() error {
 	time.Sleep(*warmup)
 	var start, end syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &start)
+	var prof *os.File
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
 			return err
 		}
+		prof = f
 	}
 	mu.Lock()
 	recording = true
@@ -224,6 +230,11 @@ func runChild() error {
 	mu.Unlock()
 	time.Sleep(*duration)
 	pprof.StopCPUProfile()
+	if prof != nil {
+		if err := prof.Close(); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+	}
 	mu.Lock()
 	recording = false
 	window := time.Since(t0)

@@ -12,18 +12,17 @@ import (
 
 // Router is every collector of one router.
 type Router struct {
-	requests   *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
-	retries    *prometheus.CounterVec
-	ejections  *prometheus.CounterVec
-	Exhausted  prometheus.Counter
-	InFlight   *InFlight
-	Panic      prometheus.Counter
-	NoRegion   prometheus.Counter
-	Snapshots  prometheus.Counter
-	mu         sync.Mutex
-	perRegion  map[string]*Region
-	noneRegion *Region
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	retries   *prometheus.CounterVec
+	ejections *prometheus.CounterVec
+	Exhausted prometheus.Counter
+	InFlight  *InFlight
+	Panic     prometheus.Counter
+	NoRegion  prometheus.Counter
+	Snapshots prometheus.Counter
+	mu        sync.Mutex
+	perRegion map[string]*Region
 }
 
 // New registers the collectors on reg.

@@ -34,7 +34,7 @@ type testRouter struct {
 }
 
 // startRouter runs a proxy over regions (name -> endpoint) with strategy.
-func startRouter(t *testing.T, o Options, strat string, regions map[string]string) *testRouter {
+func startRouter(t *testing.T, o Options, strategyName string, regions map[string]string) *testRouter {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg)
@@ -48,7 +48,7 @@ func startRouter(t *testing.T, o Options, strat string, regions map[string]strin
 	for name, ep := range regions {
 		st.Regions[name] = model.Region{Region: name, Endpoint: ep, Weight: 1}
 	}
-	st.Strategy = &model.StrategyConfig{Strategy: strat}
+	st.Strategy = &model.StrategyConfig{Strategy: strategyName}
 	tb.Replace(st)
 	p := New(tb, m, o, logging.Discard())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -124,7 +124,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx) {
 	head = append(head[:len(head)-2], "X-LB-Region: "+up.Name+"\r\n\r\n"...)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		if !p.track(c, conn) {
 			return
 		}

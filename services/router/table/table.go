@@ -387,14 +387,14 @@ func (t *Table) rebuildLocked() {
 	}
 	slices.Sort(names)
 
-	strat := model.StrategyRoundRobin
+	strategyName := model.StrategyRoundRobin
 	var params json.RawMessage
 	if t.state.Strategy != nil && t.state.Strategy.Strategy != "" {
-		strat, params = t.state.Strategy.Strategy, t.state.Strategy.Parameters
+		strategyName, params = t.state.Strategy.Strategy, t.state.Strategy.Parameters
 	}
-	if _, err := model.NormalizeStrategy(strat, params); err != nil {
-		t.opts.Log.Error("invalid strategy in lb_config; using round_robin", "strategy", strat, "err", err)
-		strat, params = model.StrategyRoundRobin, nil
+	if _, err := model.NormalizeStrategy(strategyName, params); err != nil {
+		t.opts.Log.Error("invalid strategy in lb_config; using round_robin", "strategy", strategyName, "err", err)
+		strategyName, params = model.StrategyRoundRobin, nil
 	}
 
 	inRot := map[string]bool{}
@@ -414,7 +414,7 @@ func (t *Table) rebuildLocked() {
 		}
 	}
 
-	snap := &Snapshot{Strategy: strat, Regions: len(names)}
+	snap := &Snapshot{Strategy: strategyName, Regions: len(names)}
 	idx := map[string]int{}
 	var cands []strategy.Candidate
 	add := func(name string) {
@@ -432,7 +432,7 @@ func (t *Table) rebuildLocked() {
 		// Panic routing: nothing is in rotation, so try every region not
 		// ejected here (or every region if all are), with equal shares.
 		snap.Panic = true
-		strat, params = model.StrategyRoundRobin, nil
+		strategyName, params = model.StrategyRoundRobin, nil
 		for _, name := range names {
 			if !t.ups[name].Ejected() {
 				add(name)
@@ -468,7 +468,7 @@ func (t *Table) rebuildLocked() {
 				cands[i].Weight += t.state.Regions[name].Weight
 			}
 		}
-		if strat == model.StrategyWeighted {
+		if strategyName == model.StrategyWeighted {
 			// Weight 0 is never picked, not even for retries.
 			keep := snap.Candidates[:0:0]
 			var kc []strategy.Candidate
@@ -484,7 +484,7 @@ func (t *Table) rebuildLocked() {
 
 	// Reuse the picker when nothing it depends on changed, so a health
 	// update does not reset round-robin positions or rebuild long cycles.
-	key := fmt.Sprintf("%s|%s|%v", strat, params, snap.Panic)
+	key := fmt.Sprintf("%s|%s|%v", strategyName, params, snap.Panic)
 	for i, c := range cands {
 		key += fmt.Sprintf("|%p:%d:%g", snap.Candidates[i], c.Shares, c.Weight)
 	}
@@ -494,14 +494,14 @@ func (t *Table) rebuildLocked() {
 			r.Refresh() // e.g. least_latency ranks the new check latencies
 		}
 	} else {
-		p, err := strategy.New(strat, params, cands)
+		p, err := strategy.New(strategyName, params, cands)
 		if err != nil {
 			t.opts.Log.Error("strategy build failed; using round_robin", "err", err)
 			p, _ = strategy.New(model.StrategyRoundRobin, nil, cands)
 		}
 		snap.picker, t.prev, t.prevKey = p, p, key
 	}
-	snap.Strategy = strat
+	snap.Strategy = strategyName
 	t.cur.Store(snap)
 	if t.opts.OnSnapshot != nil {
 		t.opts.OnSnapshot(snap)

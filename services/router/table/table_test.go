@@ -12,7 +12,7 @@ import (
 	"github.com/mrlb/mrlb/shared/model"
 )
 
-func newTable(t testing.TB, n int, strat string) *table.Table {
+func newTable(t testing.TB, n int, strategyName string) *table.Table {
 	t.Helper()
 	tb := table.New(table.Options{NewUpstream: func(name, ep string) (*table.Upstream, error) { return table.ParseEndpoint(name, ep) }})
 	st := table.NewState()
@@ -20,7 +20,7 @@ func newTable(t testing.TB, n int, strat string) *table.Table {
 		name := fmt.Sprintf("r%04d", i)
 		st.Regions[name] = model.Region{Region: name, Endpoint: fmt.Sprintf("http://127.0.0.1:%d/p", 10000+i), Weight: float64(1 + i%3)}
 	}
-	st.Strategy = &model.StrategyConfig{Strategy: strat, Parameters: json.RawMessage(`{}`)}
+	st.Strategy = &model.StrategyConfig{Strategy: strategyName, Parameters: json.RawMessage(`{}`)}
 	tb.Replace(st)
 	return tb
 }
@@ -28,12 +28,12 @@ func newTable(t testing.TB, n int, strat string) *table.Table {
 func TestFailoverAndRotation(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		desc     string
-		health   map[string]string
-		failover map[string]string
-		strat    string
-		want     map[string]int // picks per region over 12 picks
-		panic    bool
+		desc         string
+		health       map[string]string
+		failover     map[string]string
+		strategyName string
+		want         map[string]int // picks per region over 12 picks
+		panic        bool
 	}{
 		{"all in rotation", nil, nil, model.StrategyRoundRobin, map[string]int{"r0000": 4, "r0001": 4, "r0002": 4}, false},
 		{"unhealthy out, share spread", map[string]string{"r0001": model.StatusUnhealthy}, nil, model.StrategyRoundRobin, map[string]int{"r0000": 6, "r0002": 6}, false},
@@ -45,7 +45,7 @@ func TestFailoverAndRotation(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
-			tb := newTable(t, 3, tc.strat)
+			tb := newTable(t, 3, tc.strategyName)
 			for k, v := range tc.health {
 				data, _ := json.Marshal(model.Health{Region: k, Status: v})
 				tb.Put(bus.BucketHealth, k, data)
@@ -123,9 +123,9 @@ func TestStateFileRoundTrip(t *testing.T) {
 
 func BenchmarkSnapshotPick(b *testing.B) {
 	for _, n := range []int{3, 1000} {
-		for _, strat := range []string{model.StrategyRoundRobin, model.StrategyWeighted, model.StrategyLeastLatency} {
-			tb := newTable(b, n, strat)
-			b.Run(fmt.Sprintf("%s/regions=%d", strat, n), func(b *testing.B) {
+		for _, strategyName := range []string{model.StrategyRoundRobin, model.StrategyWeighted, model.StrategyLeastLatency} {
+			tb := newTable(b, n, strategyName)
+			b.Run(fmt.Sprintf("%s/regions=%d", strategyName, n), func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					if tb.Snapshot().Pick() == nil {
