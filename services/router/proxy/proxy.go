@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net"
 	"sync"
@@ -498,58 +499,51 @@ func isHopHeader(key []byte) bool {
 	return false
 }
 
-// stripRequestHop removes hop-by-hop headers, including those the client
-// named in Connection.
-func stripRequestHop(h, in *fasthttp.RequestHeader) {
-	c := in.PeekBytes(headerConn)
-	if len(c) == 0 {
-		// The common case: one pass over the headers usually finds nothing
-		// to delete, which is cheaper than a Del per hop-by-hop name.
-		found := false
-		for k := range h.All() {
-			if isHopHeader(k) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			h.ResetConnectionClose()
-			return
-		}
-	}
-	if len(c) > 0 {
-		for tok := range bytes.SplitSeq(c, []byte(",")) {
-			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
-				h.DelBytes(tok)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-	h.ResetConnectionClose()
+// hopDeleter is what deleteHop needs of fasthttp's request and response
+// headers.
+type hopDeleter interface {
+	DelBytes(key []byte)
+	Del(key string)
+	ResetConnectionClose()
 }
 
+// stripRequestHop removes hop-by-hop headers from h, including those the
+// client named in Connection (read from in, the request as received).
+func stripRequestHop(h, in *fasthttp.RequestHeader) {
+	conn := in.PeekBytes(headerConn)
+	if len(conn) == 0 && !anyHop(h.All()) {
+		h.ResetConnectionClose()
+		return
+	}
+	deleteHop(h, conn)
+}
+
+// stripResponseHop removes hop-by-hop headers from a region's answer.
 func stripResponseHop(h *fasthttp.ResponseHeader) {
-	c := h.PeekBytes(headerConn)
-	if len(c) == 0 {
-		found := false
-		for k := range h.All() {
-			if isHopHeader(k) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			h.ResetConnectionClose()
-			return
+	conn := h.PeekBytes(headerConn)
+	if len(conn) == 0 && !anyHop(h.All()) {
+		h.ResetConnectionClose()
+		return
+	}
+	deleteHop(h, conn)
+}
+
+// anyHop is the common case's fast path: one pass over the headers usually
+// finds nothing to delete, which is cheaper than a Del per hop-by-hop name.
+func anyHop(all iter.Seq2[[]byte, []byte]) bool {
+	for k := range all {
+		if isHopHeader(k) {
+			return true
 		}
 	}
-	if len(c) > 0 {
-		for tok := range bytes.SplitSeq(c, []byte(",")) {
-			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
-				h.DelBytes(tok)
-			}
+	return false
+}
+
+// deleteHop removes the standard hop-by-hop headers and those named in conn.
+func deleteHop(h hopDeleter, conn []byte) {
+	for tok := range bytes.SplitSeq(conn, []byte(",")) {
+		if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+			h.DelBytes(tok)
 		}
 	}
 	for _, k := range hopHeaders {
