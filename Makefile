@@ -63,7 +63,8 @@ fmt:
 vet:
 	$(GO) vet $(PKGS)
 lint: fmt vet
-	@for m in $(MODULES); do echo "golangci-lint $$m"; (cd $$m && $(GO) run $(GOLANGCI) run ./...) || exit 1; done
+	@lint=$$(command -v golangci-lint || echo "$(GO) run $(GOLANGCI)"); \
+	for m in $(MODULES); do echo "golangci-lint $$m"; (cd $$m && $$lint run ./...) || exit 1; done
 
 ## bench: Go micro-benchmarks and the side-by-side load benchmarks
 bench: build
@@ -78,6 +79,10 @@ images: build
 		cp $(BIN)/$$i $$ctx/$$i && cp $(BIN)/healthprobe $$ctx/healthprobe && \
 		cp $(CA_BUNDLE) $$ctx/ca-certificates.crt && cp deploy/nats/*.conf $$ctx/nats/ && \
 		chmod 1777 $$ctx/tmp || exit 1; \
+		for b in $$i healthprobe; do \
+			$(GO) version -m $$ctx/$$b | grep -q 'CGO_ENABLED=0' || { \
+				echo "bin/$$b is not a static CGO_ENABLED=0 build and cannot run FROM scratch (rebuilt outside make build?): run make build"; exit 1; }; \
+		done; \
 		echo "image $(IMAGE_PREFIX)/$$i:$(IMAGE_TAG)"; \
 		$(DOCKER) build -q -f deploy/docker/Dockerfile.offline --build-arg BIN=$$i \
 			--label org.opencontainers.image.version=$(VERSION) \
@@ -87,7 +92,7 @@ images: build
 
 ## test-e2e: the testcontainers-go test of the images (needs `make images` and a Docker engine)
 test-e2e: images
-	cd deploy/e2e && TESTCONTAINERS_RYUK_DISABLED=true DOCKER_API_VERSION=$(DOCKER_API_VERSION) \
+	cd deploy/e2e && TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 DOCKER_API_VERSION=$(DOCKER_API_VERSION) \
 		MRLB_IMAGE_PREFIX=$(IMAGE_PREFIX) MRLB_IMAGE_TAG=$(IMAGE_TAG) \
 		$(GO) test -tags e2e -count=1 -timeout 20m -v -run 'TestCompose' .
 

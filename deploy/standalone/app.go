@@ -39,6 +39,8 @@ type app struct {
 	runners []lifecycle.Runner
 	lines   []string // what the banner prints
 	apiURL  string
+	// readyChecks are services' own readiness conditions (the router's table).
+	readyChecks []ops.ReadyFunc
 }
 
 // run starts everything, serves until ctx ends, and shuts down in order:
@@ -144,6 +146,7 @@ func (a *app) startServices(ctx context.Context) error {
 		{"router", func(nc *nats.Conn, log *slog.Logger) (lifecycle.Runner, error) {
 			r, err := router.New(ctx, nc, c.Router, log, a.reg)
 			if err == nil {
+				a.readyChecks = append(a.readyChecks, r.Ready)
 				a.lines = append(a.lines, fmt.Sprintf("router    http://%s/  (send your traffic here)", displayAddr(r.Addr())))
 			}
 			return r, err
@@ -175,6 +178,11 @@ func (a *app) ready(ctx context.Context) error {
 	for _, nc := range a.conns {
 		if !nc.IsConnected() {
 			return errors.New("nats not connected")
+		}
+	}
+	for _, fn := range a.readyChecks {
+		if err := fn(ctx); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -342,3 +342,57 @@ func TestOutlierEventsAndPresence(t *testing.T) {
 		return json.Unmarshal(entry.Value(), &info) == nil && info.Address != "" && len(info.Regions) == 2
 	})
 }
+
+// A router starting against a registry with an active failover never sends
+// traffic to the failed-over region, not even while it loads the buckets:
+// their first contents are applied together. Ready follows the load.
+func TestStartingRouterNeverRoutesFromHalfLoadedTable(t *testing.T) {
+	ns := embeddednats.StartForTest(t)
+	a, b := named("a"), named("b")
+	defer a.Close()
+	defer b.Close()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bus.EnsureInfra(ctx, js, bus.DefaultInfra()); err != nil {
+		t.Fatal(err)
+	}
+	for bucket, kvs := range map[string]map[string]any{
+		bus.BucketRegions:  {"a": region("a", a.URL, 1), "b": region("b", b.URL, 1)},
+		bus.BucketFailover: {"a": model.Failover{FromRegion: "a", ToRegion: "b", Reason: model.ReasonManual, Since: time.Now()}},
+	} {
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range kvs {
+			put(t, kv, k, v)
+		}
+	}
+
+	for range 5 { // several cold starts, each racing its own load
+		e := startEnv(t, ns, filepath.Join(t.TempDir(), "state.json"), nil)
+		served := map[string]int{}
+		for {
+			code, reg := get(t, e.url+"/")
+			if code == 200 {
+				served[reg]++
+			}
+			if served["b"] >= 20 {
+				break
+			}
+		}
+		if served["a"] != 0 {
+			t.Fatalf("failed-over region a served %d requests during start-up", served["a"])
+		}
+		if err := e.svc.Ready(context.Background()); err != nil {
+			t.Fatalf("ready after load: %v", err)
+		}
+		e.stop()
+	}
+}

@@ -191,8 +191,8 @@ func (s *Service) Run(ctx context.Context) error {
 
 // control makes sure the buckets exist, then follows them with bus.Watch,
 // which re-opens the watches on a NATS reconnect and so also replays keys
-// changed or deleted while NATS was away. The table is synced once every
-// bucket delivered its first snapshot.
+// changed or deleted while NATS was away. The first contents of all buckets
+// are applied together (see initialSync), then every change as it comes.
 func (s *Service) control(ctx context.Context) {
 	infra := bus.DefaultInfra()
 	infra.Replicas = s.cfg.Replicas
@@ -201,7 +201,8 @@ func (s *Service) control(ctx context.Context) {
 	}); err != nil {
 		return
 	}
-	var synced, wg sync.WaitGroup
+	first := &initialSync{pending: map[string]map[string][]byte{}}
+	var wg sync.WaitGroup
 	for _, bucket := range watchedBuckets {
 		var kv jetstream.KeyValue
 		if err := bus.Retry(ctx, func(ctx context.Context) error {
@@ -209,27 +210,48 @@ func (s *Service) control(ctx context.Context) {
 			kv, err = s.js.KeyValue(ctx, bucket)
 			return err
 		}); err != nil {
+			wg.Wait()
 			return
 		}
-		synced.Add(1)
-		done := sync.OnceFunc(synced.Done)
-		wg.Go(func() {
-			defer done() // also when stopped before the first snapshot
-			bus.Watch(ctx, s.nc, kv, s.apply(bucket, done), s.log)
-		})
+		wg.Go(func() { bus.Watch(ctx, s.nc, kv, s.apply(bucket, first), s.log) })
 	}
-	wg.Go(func() {
-		synced.Wait()
-		if ctx.Err() == nil {
-			s.syncOnce.Do(func() { close(s.synced) })
-		}
-	})
 	wg.Wait()
 }
 
+// initialSync holds each bucket's first contents until every watched bucket
+// has delivered them, so a starting router never routes from a half-loaded
+// table (for example knowing a region but not yet that it is failed over).
+type initialSync struct {
+	mu      sync.Mutex
+	pending map[string]map[string][]byte // nil once applied
+}
+
 // apply feeds one bucket's snapshots and changes to the routing table.
-func (s *Service) apply(bucket string, firstSnapshot func()) bus.WatchFunc {
+func (s *Service) apply(bucket string, first *initialSync) bus.WatchFunc {
 	return func(snapshot bool, entries []jetstream.KeyValueEntry) {
+		first.mu.Lock()
+		if first.pending != nil {
+			content := first.pending[bucket]
+			if snapshot || content == nil {
+				content = map[string][]byte{}
+				first.pending[bucket] = content
+			}
+			for _, e := range entries {
+				if bus.IsDelete(e) {
+					delete(content, e.Key())
+				} else {
+					content[e.Key()] = e.Value()
+				}
+			}
+			if len(first.pending) == len(watchedBuckets) {
+				s.table.ReplaceBuckets(first.pending)
+				first.pending = nil
+				s.syncOnce.Do(func() { close(s.synced) })
+			}
+			first.mu.Unlock()
+			return
+		}
+		first.mu.Unlock()
 		if snapshot {
 			content := make(map[string][]byte, len(entries))
 			for _, e := range entries {
@@ -238,7 +260,6 @@ func (s *Service) apply(bucket string, firstSnapshot func()) bus.WatchFunc {
 				}
 			}
 			s.table.ReplaceBucket(bucket, content)
-			firstSnapshot()
 			return
 		}
 		for _, e := range entries {
@@ -248,6 +269,18 @@ func (s *Service) apply(bucket string, firstSnapshot func()) bus.WatchFunc {
 				s.table.Put(bucket, e.Key(), e.Value())
 			}
 		}
+	}
+}
+
+// Ready reports whether the routing table was loaded from NATS; the ops
+// listener's /readyz includes it, so a new replica gets traffic only once it
+// routes by the current state.
+func (s *Service) Ready(context.Context) error {
+	select {
+	case <-s.synced:
+		return nil
+	default:
+		return errors.New("routing table not loaded from NATS yet")
 	}
 }
 

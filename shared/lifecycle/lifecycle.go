@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -87,6 +89,9 @@ type Service struct {
 	Reg  *prometheus.Registry
 	Log  *slog.Logger
 	ops  *ops.Server
+
+	mu    sync.Mutex
+	ready []ops.ReadyFunc
 }
 
 // Start connects to NATS (retrying forever in the background), creates the
@@ -109,12 +114,35 @@ func (s *Service) listenOps(addr string) error {
 	if addr == "" || addr == "off" {
 		return nil
 	}
-	srv, err := ops.Listen(addr, s.Reg, bus.ReadyCheck(s.NC, s.JS, bus.BucketRegions), s.Log)
+	srv, err := ops.Listen(addr, s.Reg, s.readyz, s.Log)
 	if err != nil {
 		s.NC.Close()
 		return err
 	}
 	s.ops = srv
+	return nil
+}
+
+// AddReady adds a condition to /readyz besides NATS being connected and the
+// buckets reachable (for example the router's table being loaded).
+func (s *Service) AddReady(fn ops.ReadyFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ready = append(s.ready, fn)
+}
+
+func (s *Service) readyz(ctx context.Context) error {
+	if err := bus.ReadyCheck(s.NC, s.JS, bus.BucketRegions)(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	checks := slices.Clone(s.ready)
+	s.mu.Unlock()
+	for _, fn := range checks {
+		if err := fn(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

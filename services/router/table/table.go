@@ -131,19 +131,28 @@ func (t *Table) Replace(s State) {
 // ReplaceBucket replaces every key of one bucket (a watch's initial values),
 // so keys deleted while this router was away disappear too.
 func (t *Table) ReplaceBucket(bucket string, entries map[string][]byte) {
+	t.ReplaceBuckets(map[string]map[string][]byte{bucket: entries})
+}
+
+// ReplaceBuckets replaces several buckets with one rebuild, so a router that
+// loads its state never routes from a table that has the regions but not yet
+// their health or failovers.
+func (t *Table) ReplaceBuckets(contents map[string]map[string][]byte) {
 	t.mu.Lock()
-	switch bucket {
-	case bus.BucketRegions:
-		t.state.Regions = map[string]model.Region{}
-	case bus.BucketConfig:
-		t.state.Strategy = nil
-	case bus.BucketHealth:
-		t.state.Health = map[string]model.Health{}
-	case bus.BucketFailover:
-		t.state.Failover = map[string]model.Failover{}
-	}
-	for k, v := range entries {
-		t.putLocked(bucket, k, v)
+	for bucket, entries := range contents {
+		switch bucket {
+		case bus.BucketRegions:
+			t.state.Regions = map[string]model.Region{}
+		case bus.BucketConfig:
+			t.state.Strategy = nil
+		case bus.BucketHealth:
+			t.state.Health = map[string]model.Health{}
+		case bus.BucketFailover:
+			t.state.Failover = map[string]model.Failover{}
+		}
+		for k, v := range entries {
+			t.putLocked(bucket, k, v)
+		}
 	}
 	t.rebuildLocked()
 	t.mu.Unlock()

@@ -20,6 +20,7 @@ func main() {
 		if err != nil {
 			return err
 		}
+		svc.AddReady(r.Ready)
 		return svc.Run(ctx, r)
 	})
 }
