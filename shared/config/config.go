@@ -109,13 +109,13 @@ func ParseDuration(value string) (time.Duration, error) {
 	}
 	if f, err := strconv.ParseFloat(value, 64); err == nil {
 		if f != f || f > float64(1<<62)/float64(time.Second) || f < -float64(1<<62)/float64(time.Second) {
-			return 0, fmt.Errorf("duration %q out of range", value)
+			return 0, errors.New("duration out of range")
 		}
 		return time.Duration(f * float64(time.Second)), nil
 	}
 	d, err := time.ParseDuration(value)
 	if err != nil {
-		return 0, fmt.Errorf("%q is neither a number of seconds nor a Go duration like 500ms", value)
+		return 0, errors.New("neither a number of seconds nor a Go duration like 500ms")
 	}
 	return d, nil
 }
