@@ -46,7 +46,10 @@ replace github.com/mrlb/mrlb/shared => ../../shared
 
 require (
 	github.com/mrlb/mrlb/services/configmgr v0.0.0
+	github.com/mrlb/mrlb/services/healthchecker v0.0.0
 	go.uber.org/goleak v1.3.0
 )
 
 replace github.com/mrlb/mrlb/services/configmgr => ../configmgr
+
+replace github.com/mrlb/mrlb/services/healthchecker => ../healthchecker
