@@ -1,13 +1,9 @@
 package configmgr
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/mrlb/mrlb/shared/bus"
-	"github.com/mrlb/mrlb/shared/model"
 )
 
 type metrics struct {
@@ -25,17 +21,4 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, fmt.Errorf("configmgr: register metrics: %w", err)
 	}
 	return m, nil
-}
-
-// observe counts each call of fn by its outcome.
-func observe[Req, Resp any](m *metrics, command string, fn bus.HandlerFunc[Req, Resp]) bus.HandlerFunc[Req, Resp] {
-	return func(ctx context.Context, req Req) (Resp, error) {
-		resp, err := fn(ctx, req)
-		result := "ok"
-		if err != nil {
-			result = model.AsError(err).Code
-		}
-		m.commands.WithLabelValues(command, result).Inc()
-		return resp, err
-	}
 }

@@ -88,10 +88,10 @@ func (s *Service) Run(ctx context.Context) error {
 		name, subject string
 		h             micro.Handler
 	}{
-		{"region-add", bus.SubjectCmdConfigRegionAdd, bus.Handle(timeout, observe(s.metrics, "region_add", s.store.AddRegion))},
-		{"region-update", bus.SubjectCmdConfigRegionUpdate, bus.Handle(timeout, observe(s.metrics, "region_update", s.store.UpdateRegion))},
-		{"region-remove", bus.SubjectCmdConfigRegionRemove, bus.Handle(timeout, observe(s.metrics, "region_remove", s.store.RemoveRegion))},
-		{"strategy-set", bus.SubjectCmdConfigStrategySet, bus.Handle(timeout, observe(s.metrics, "strategy_set", s.store.SetStrategy))},
+		{"region-add", bus.SubjectCmdConfigRegionAdd, bus.Handle(timeout, bus.Counted(s.metrics.commands, "region_add", s.store.AddRegion))},
+		{"region-update", bus.SubjectCmdConfigRegionUpdate, bus.Handle(timeout, bus.Counted(s.metrics.commands, "region_update", s.store.UpdateRegion))},
+		{"region-remove", bus.SubjectCmdConfigRegionRemove, bus.Handle(timeout, bus.Counted(s.metrics.commands, "region_remove", s.store.RemoveRegion))},
+		{"strategy-set", bus.SubjectCmdConfigStrategySet, bus.Handle(timeout, bus.Counted(s.metrics.commands, "strategy_set", s.store.SetStrategy))},
 	}
 	for _, ep := range endpoints {
 		if err := svc.AddEndpoint(ep.name, ep.h, micro.WithEndpointSubject(ep.subject)); err != nil {

@@ -1,12 +1,10 @@
 package failover
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/mrlb/mrlb/shared/bus"
 	"github.com/mrlb/mrlb/shared/model"
 )
 
@@ -71,17 +69,4 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.started.WithLabelValues(r)
 	}
 	return m, nil
-}
-
-// observe counts each command by its outcome.
-func observe[Req, Resp any](m *metrics, command string, fn bus.HandlerFunc[Req, Resp]) bus.HandlerFunc[Req, Resp] {
-	return func(ctx context.Context, req Req) (Resp, error) {
-		resp, err := fn(ctx, req)
-		result := "ok"
-		if err != nil {
-			result = model.AsError(err).Code
-		}
-		m.commands.WithLabelValues(command, result).Inc()
-		return resp, err
-	}
 }

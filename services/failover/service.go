@@ -264,8 +264,8 @@ func (s *Service) startCommands() (micro.Service, error) {
 		name, subject string
 		h             micro.Handler
 	}{
-		{"trigger", bus.SubjectCmdFailoverTrigger, bus.Handle(timeout, observe(s.m, "trigger", s.Trigger))},
-		{"clear", bus.SubjectCmdFailoverClear, bus.Handle(timeout, observe(s.m, "clear", s.Clear))},
+		{"trigger", bus.SubjectCmdFailoverTrigger, bus.Handle(timeout, bus.Counted(s.m.commands, "trigger", s.Trigger))},
+		{"clear", bus.SubjectCmdFailoverClear, bus.Handle(timeout, bus.Counted(s.m.commands, "clear", s.Clear))},
 	}
 	for _, ep := range endpoints {
 		if err := svc.AddEndpoint(ep.name, ep.h, micro.WithEndpointSubject(ep.subject)); err != nil {

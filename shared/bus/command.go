@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mrlb/mrlb/shared/model"
 )
@@ -107,4 +108,19 @@ func respondError(r micro.Request, err error) {
 	// micro refuses an empty description and then sends no reply at all, so
 	// the requester would time out: Message is never empty here.
 	_ = r.Error(strconv.Itoa(e.Status), e.Message, body)
+}
+
+// Counted counts each call of fn in commands (labels: command, result), the
+// result being "ok" or the error's code, so every service reports its
+// commands the same way.
+func Counted[Req, Resp any](commands *prometheus.CounterVec, command string, fn HandlerFunc[Req, Resp]) HandlerFunc[Req, Resp] {
+	return func(ctx context.Context, req Req) (Resp, error) {
+		resp, err := fn(ctx, req)
+		result := "ok"
+		if err != nil {
+			result = model.AsError(err).Code
+		}
+		commands.WithLabelValues(command, result).Inc()
+		return resp, err
+	}
 }
