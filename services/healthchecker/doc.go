@@ -9,8 +9,9 @@
 // A check is GET <endpoint><health_path or HEALTH_CHECK_PATH> within
 // HEALTH_CHECK_TIMEOUT (package probe); 2xx (or the region's
 // expected_status range) is healthy. The state machine (package state) is
-// pure: unknown → the first result decides; healthy → unhealthy after
-// HEALTH_FAILURE_THRESHOLD consecutive failures; unhealthy → healthy after
+// pure: unknown → healthy on the first good check; unknown or healthy →
+// unhealthy after HEALTH_FAILURE_THRESHOLD consecutive failures;
+// unhealthy → healthy after
 // HEALTH_RECOVERY_THRESHOLD consecutive successes. Writes to lb_health are
 // compare-and-set on the key's revision: the writer keeps the revision of
 // its last write, and on a conflict it re-reads the state, re-applies the

@@ -104,10 +104,16 @@ func decide(h model.Health, r model.CheckResult, th Thresholds) (string, string)
 			return model.StatusHealthy, fmt.Sprintf("%d consecutive good checks", h.ConsecutiveSuccesses)
 		}
 	default: // unknown, or a value this version does not know
+		// A region not yet checked is in rotation already, so one good check
+		// confirms it; taking it out needs the same consecutive failures as
+		// for a healthy one (HEALTH_FAILURE_THRESHOLD), so one unlucky first
+		// probe does not fail a new region over.
 		if r.Healthy {
 			return model.StatusHealthy, "first check passed"
 		}
-		return model.StatusUnhealthy, "first check failed: " + failure(r)
+		if h.ConsecutiveFailures >= th.Fall {
+			return model.StatusUnhealthy, fmt.Sprintf("%d consecutive failed checks: %s", h.ConsecutiveFailures, failure(r))
+		}
 	}
 	return h.Status, ""
 }

@@ -34,8 +34,10 @@ func TestApplySequences(t *testing.T) {
 	}{
 		{desc: "unknown start, first success decides", th: th, start: model.Health{},
 			seq: []bool{true, true}, want: []string{"healthy", "healthy"}},
-		{desc: "unknown start, first failure decides", th: th, start: model.Health{},
-			seq: []bool{false, true, true}, want: []string{"unhealthy", "unhealthy", "healthy"}},
+		{desc: "unknown start, unhealthy only after the failure threshold", th: th, start: model.Health{},
+			seq: []bool{false, false, false, true, true}, want: []string{"unknown", "unknown", "unhealthy", "unhealthy", "healthy"}},
+		{desc: "unknown start, a success after failures confirms it", th: th, start: model.Health{},
+			seq: []bool{false, false, true}, want: []string{"unknown", "unknown", "healthy"}},
 		{desc: "explicit unknown status behaves like zero", th: th, start: model.Health{Status: model.StatusUnknown},
 			seq: []bool{true}, want: []string{"healthy"}},
 		{desc: "fall after exactly the threshold", th: th, start: healthy,
@@ -88,8 +90,8 @@ func TestApplySequences(t *testing.T) {
 
 func TestApplyReasons(t *testing.T) {
 	t.Parallel()
-	_, tr := Apply(model.Health{}, result(false, 0), Thresholds{3, 2})
-	if tr == nil || tr.Reason != "first check failed: unexpected status 503" {
+	_, tr := Apply(model.Health{ConsecutiveFailures: 2}, result(false, 0), Thresholds{3, 2})
+	if tr == nil || tr.To != model.StatusUnhealthy || tr.Reason != "3 consecutive failed checks: unexpected status 503" {
 		t.Fatalf("transition %+v", tr)
 	}
 	h := model.Health{Status: model.StatusHealthy, ConsecutiveFailures: 2}

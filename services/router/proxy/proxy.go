@@ -176,6 +176,7 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 
 var (
 	headerRegion  = []byte("X-LB-Region")
+	hdrXFF        = "X-Forwarded-For"
 	headerXFF     = []byte("X-Forwarded-For")
 	headerXFHost  = []byte("X-Forwarded-Host")
 	headerXFProto = []byte("X-Forwarded-Proto")
@@ -390,6 +391,7 @@ var smallPool = sync.Pool{New: func() any { b := make([]byte, smallBody); return
 func (p *Proxy) relay(ctx *fasthttp.RequestCtx, up *table.Upstream, resp *fasthttp.Response, bs *bodyStream) {
 	h := &ctx.Response.Header
 	resp.Header.CopyTo(h)
+	h.SetNoDefaultContentType(true) // no Content-Type the region did not send
 	stripResponseHop(h)
 	h.DisableNormalizing() // header names reach the client as the region wrote them, ours as documented
 	h.SetBytesK(headerRegion, up.Name)
@@ -464,19 +466,27 @@ func setTarget(h *fasthttp.RequestHeader, up *table.Upstream, uri []byte) {
 	h.SetRequestURIBytes(buf)
 }
 
-// setForwarded sets X-Forwarded-For (appending the client), -Host and -Proto.
+// setForwarded sets X-Forwarded-For (every value the client sent, then the
+// client), -Host and -Proto. Each header is deleted first: fasthttp's Set
+// replaces only the first of repeated headers, and a client must not slip a
+// second X-Forwarded-Proto or -For past the router.
 func setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 	var arr [256]byte
 	buf := arr[:0]
-	if prior := ctx.Request.Header.PeekBytes(headerXFF); len(prior) > 0 {
-		buf = append(buf, prior...)
-		buf = append(buf, ", "...)
+	for _, prior := range ctx.Request.Header.PeekAll(hdrXFF) {
+		if len(prior) > 0 {
+			buf = append(buf, prior...)
+			buf = append(buf, ", "...)
+		}
 	}
 	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
 		buf = ta.AddrPort().Addr().Unmap().AppendTo(buf)
 	} else {
 		buf = append(buf, ctx.RemoteAddr().String()...)
 	}
+	h.DelBytes(headerXFF)
+	h.DelBytes(headerXFHost)
+	h.DelBytes(headerXFProto)
 	h.SetBytesKV(headerXFF, buf)
 	h.SetBytesKV(headerXFHost, ctx.Request.Header.Host())
 	if ctx.IsTLS() {
@@ -486,14 +496,24 @@ func setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 	}
 }
 
+// hopLen marks the lengths of hop-by-hop header names, so isHopHeader
+// rejects most names without comparing them; derived from hopHeaders so the
+// two cannot disagree.
+var hopLen = func() (l [32]bool) {
+	for _, h := range hopHeaders {
+		l[len(h)] = true
+	}
+	return l
+}()
+
 // isHopHeader reports whether key is one of hopHeaders, in any case.
 func isHopHeader(key []byte) bool {
-	switch len(key) {
-	case 2, 7, 9, 10, 16, 17, 19:
-		for _, h := range hopHeaders {
-			if len(h) == len(key) && bytes.EqualFold(key, []byte(h)) {
-				return true
-			}
+	if len(key) >= len(hopLen) || !hopLen[len(key)] {
+		return false
+	}
+	for _, h := range hopHeaders {
+		if len(h) == len(key) && bytes.EqualFold(key, []byte(h)) {
+			return true
 		}
 	}
 	return false

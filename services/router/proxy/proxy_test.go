@@ -652,3 +652,77 @@ func TestHeaderNamesOnTheWire(t *testing.T) {
 		t.Fatalf("dead region: status %d region %q", resp.StatusCode, resp.Header.Get("X-LB-Region"))
 	}
 }
+
+// Repeated X-Forwarded-* headers from a client cannot reach the region next
+// to the router's own: every client X-Forwarded-For value is kept in the one
+// header the router sends, and -Proto/-Host are the router's only.
+func TestForwardedHeadersCannotBeSpoofedByRepeating(t *testing.T) {
+	got := make(chan http.Header, 1)
+	region := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer region.Close()
+	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"r1": region.URL})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: front.example\r\n"+
+		"X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n"+
+		"X-Forwarded-Proto: https\r\nX-Forwarded-Proto: https\r\n"+
+		"X-Forwarded-Host: evil\r\nX-Forwarded-Host: evil\r\nConnection: close\r\n\r\n")
+	_, _ = io.ReadAll(conn)
+	h := <-got
+	if xff := h.Values("X-Forwarded-For"); len(xff) != 1 || xff[0] != "1.1.1.1, 2.2.2.2, 127.0.0.1" {
+		t.Fatalf("X-Forwarded-For = %q", xff)
+	}
+	if p := h.Values("X-Forwarded-Proto"); len(p) != 1 || p[0] != "http" {
+		t.Fatalf("X-Forwarded-Proto = %q", p)
+	}
+	if v := h.Values("X-Forwarded-Host"); len(v) != 1 || v[0] != "front.example" {
+		t.Fatalf("X-Forwarded-Host = %q", v)
+	}
+}
+
+// A region that does not answer within the response-header timeout is a
+// 504 gateway_timeout (after one retry for GET), and the router adds no
+// Content-Type a region did not send; a lone Proxy-Authenticate is stripped.
+func TestTimeoutIs504AndHeadersPassAsSent(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-time.After(5 * time.Second):
+			case <-r.Context().Done():
+			}
+			return
+		}
+		w.Header()["Content-Type"] = nil // Go would sniff one otherwise
+		w.Header().Set("Proxy-Authenticate", "Basic")
+		_, _ = io.WriteString(w, "plain")
+	}))
+	defer slow.Close()
+	r := startRouter(t, Options{ResponseHeaderTimeout: 300 * time.Millisecond}, model.StrategyRoundRobin, map[string]string{"r1": slow.URL})
+	resp, err := client().Get(r.url + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(body), `"code":"gateway_timeout"`) {
+		t.Fatalf("slow region: %d %s", resp.StatusCode, body)
+	}
+
+	resp, err = client().Get(r.url + "/plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if ct, ok := resp.Header["Content-Type"]; ok {
+		t.Fatalf("router added Content-Type %q", ct)
+	}
+	if pa := resp.Header.Get("Proxy-Authenticate"); pa != "" {
+		t.Fatalf("hop-by-hop Proxy-Authenticate passed: %q", pa)
+	}
+}

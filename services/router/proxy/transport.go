@@ -169,8 +169,9 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	if err != nil {
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		// fasthttp's ErrTimeout has Timeout() but is no net.Error.
+		var te interface{ Timeout() bool }
+		if errors.As(err, &te) && te.Timeout() {
 			return nil, fmt.Errorf("%w: %w", errHeaderTimeout, err)
 		}
 		if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {

@@ -113,6 +113,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		resp.Header.CopyTo(&ctx.Response.Header)
+		ctx.Response.Header.SetNoDefaultContentType(true)
 		stripResponseHop(&ctx.Response.Header)
 		ctx.Response.Header.DisableNormalizing()
 		ctx.Response.Header.SetBytesK(headerRegion, up.Name)
