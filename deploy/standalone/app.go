@@ -35,10 +35,13 @@ type app struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	natsURL string
-	conns   []*nats.Conn
-	runners []lifecycle.Runner
-	lines   []string // what the banner prints
-	apiURL  string
+	// natsOpts connect to the embedded server in process when it has no
+	// TCP listener (NATS_LISTEN unset).
+	natsOpts []nats.Option
+	conns    []*nats.Conn
+	runners  []lifecycle.Runner
+	lines    []string // what the banner prints
+	apiURL   string
 	// readyChecks are services' own readiness conditions (the router's table).
 	readyChecks []ops.ReadyFunc
 }
@@ -55,6 +58,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 		defer ns.Shutdown()
 		a.natsURL = ns.ClientURL()
+		if ns.InProcessOnly() {
+			a.natsURL = "in-process"
+			a.natsOpts = append(a.natsOpts, ns.ConnectOption())
+		}
 	}
 	if strings.TrimSpace(cfg.RegionalEndpoints) == "" {
 		if err := a.startDemoRegions(); err != nil {
@@ -90,11 +97,17 @@ func startEmbedded(c config.Standalone, log *slog.Logger) (*embeddednats.Server,
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, &config.VarError{Var: "STANDALONE_DATA_DIR", Err: err}
 	}
-	ns, err := embeddednats.Start(embeddednats.Options{StoreDir: dir, Listen: c.NATSListen, ServerName: "lb-standalone"})
+	// Without NATS_LISTEN the server opens no port at all: only this
+	// process reaches it, so API_KEYS cannot be bypassed through NATS.
+	ns, err := embeddednats.Start(embeddednats.Options{StoreDir: dir, Listen: c.NATSListen, ServerName: "lb-standalone", InProcessOnly: c.NATSListen == ""})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
-	log.Info("embedded NATS started", "url", ns.ClientURL(), "store", dir)
+	if ns.InProcessOnly() {
+		log.Info("embedded NATS started in process (set NATS_LISTEN to expose it)", "store", dir)
+	} else {
+		log.Info("embedded NATS started", "url", ns.ClientURL(), "store", dir)
+	}
 	return ns, nil
 }
 
@@ -116,7 +129,11 @@ func (a *app) startDemoRegions() error {
 
 // connect opens one NATS connection per service, as separate processes would.
 func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
-	nc, err := bus.Connect(ctx, "standalone-"+name, a.natsURL, a.log.With("component", name))
+	url := a.natsURL
+	if len(a.natsOpts) > 0 {
+		url = "" // the in-process option takes the place of a server URL
+	}
+	nc, err := bus.Connect(ctx, "standalone-"+name, url, a.log.With("component", name), a.natsOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +219,11 @@ func (a *app) printBanner(out io.Writer) {
 	for _, l := range a.lines {
 		b.WriteString("  " + l + "\n")
 	}
-	fmt.Fprintf(&b, "  nats      %s\n", a.natsURL)
+	if a.natsURL == "in-process" {
+		fmt.Fprintf(&b, "  nats      in process only (set NATS_LISTEN=127.0.0.1:4222 to subscribe to events)\n")
+	} else {
+		fmt.Fprintf(&b, "  nats      %s\n", a.natsURL)
+	}
 	if a.apiURL != "" {
 		b.WriteString("\ntry:\n")
 		auth := ""

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Options configure the embedded server.
@@ -24,6 +25,9 @@ type Options struct {
 	ServerName string
 	// Logs sends the server's own log to stderr.
 	Logs bool
+	// InProcessOnly opens no TCP listener at all: clients connect with
+	// ConnectOption, so nothing outside the process can reach the server.
+	InProcessOnly bool
 }
 
 // Server is a running embedded server.
@@ -74,6 +78,7 @@ func Start(o Options) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   o.StoreDir,
 		NoSigs:     true,
+		DontListen: o.InProcessOnly,
 		NoLog:      !o.Logs,
 		MaxPayload: 8 << 20,
 	}
@@ -91,6 +96,13 @@ func Start(o Options) (*Server, error) {
 	}
 	return &Server{ns: ns, opts: o}, nil
 }
+
+// ConnectOption makes a nats.go client connect to this server in process,
+// which is the only way when InProcessOnly is set.
+func (s *Server) ConnectOption() nats.Option { return nats.InProcessServer(s.ns) }
+
+// InProcessOnly reports whether the server has no TCP listener.
+func (s *Server) InProcessOnly() bool { return s.opts.InProcessOnly }
 
 // ClientURL is the URL clients connect to.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }

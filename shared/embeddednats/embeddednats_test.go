@@ -101,3 +101,29 @@ func TestRestartKeepsState(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "v", string(e.Value()))
 }
+
+// InProcessOnly opens no port: in-process clients work, nothing else can.
+func TestInProcessOnly(t *testing.T) {
+	s, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir(), InProcessOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if !s.InProcessOnly() {
+		t.Fatal("InProcessOnly not reported")
+	}
+	nc, err := nats.Connect("", s.ConnectOption())
+	if err != nil {
+		t.Fatalf("in-process connect: %v", err)
+	}
+	defer nc.Close()
+	if err := nc.Publish("x", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if s.NATS().Addr() != nil {
+		t.Fatalf("server listens on %v", s.NATS().Addr())
+	}
+}
