@@ -180,7 +180,15 @@ func (s *Service) deleteHealth(ctx context.Context, name string) {
 		s.log.Warn("delete health of removed region", "region", name, "err", err)
 		return
 	}
-	s.log.Info("region removed, health deleted", "region", name)
+	// Its history goes too, so a region added again under the same name
+	// does not show the old endpoint's results.
+	if st, err := s.js.Stream(ctx, bus.StreamHealth); err == nil {
+		err = st.Purge(ctx, jetstream.WithPurgeSubject(bus.HealthResultsSubject(name)))
+		if err != nil {
+			s.log.Warn("purge history of removed region", "region", name, "err", err)
+		}
+	}
+	s.log.Info("region removed, health and history deleted", "region", name)
 }
 
 // reconcile deletes health entries of regions that no longer exist and that

@@ -379,6 +379,9 @@ func TestRegionLifecycle(t *testing.T) {
 	if _, ok, _ := e.health("late"); ok {
 		t.Fatal("health of the removed region came back")
 	}
+	if n := len(e.streamMessages(bus.StreamHealth, bus.HealthResultsSubject("late"))); n != 0 {
+		t.Fatalf("removed region's history kept %d results", n)
+	}
 }
 
 // After NATS restarts, the watches are re-opened: a region added after the

@@ -1,6 +1,10 @@
 package model
 
-import "time"
+import (
+	"encoding/json"
+	"strings"
+	"time"
+)
 
 // Event types.
 const (
@@ -40,4 +44,17 @@ type Event struct {
 	// strategy.changed carries the new strategy.
 	RegionDoc *Region         `json:"region_doc,omitempty"`
 	Strategy  *StrategyConfig `json:"strategy,omitempty"`
+}
+
+// MarshalJSON always writes to_region on failover events, even when it is
+// empty (a failover with no healthy target), as the contract lists it.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	if !strings.HasPrefix(e.Type, "failover.") {
+		return json.Marshal(plain(e))
+	}
+	return json.Marshal(struct {
+		plain
+		ToRegion string `json:"to_region"`
+	}{plain(e), e.ToRegion})
 }
