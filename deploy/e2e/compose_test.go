@@ -23,7 +23,6 @@ import (
 	dnetwork "github.com/moby/moby/api/types/network"
 	docker "github.com/moby/moby/client"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
@@ -325,17 +324,7 @@ func TestComposeStack(t *testing.T) {
 	for _, sp := range natsSpecs {
 		urls = append(urls, strings.Replace(s.url(ctx, sp.name, "4222/tcp"), "http://", "nats://", 1))
 	}
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1),
-		nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := watchEvents(t, nc)
+	_, js, ev := observer(t, strings.Join(urls, ","), nats.IgnoreDiscoveredServers())
 
 	var seed []string
 	for _, r := range regions {

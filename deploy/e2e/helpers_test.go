@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrlb/mrlb/shared/model"
 	"github.com/mrlb/mrlb/shared/poll"
@@ -276,4 +277,21 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// observer is the test's own NATS client: it reconnects forever, follows
+// every event, and is closed when the test ends.
+func observer(t testing.TB, urls string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, *events) {
+	t.Helper()
+	base := []nats.Option{nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(100 * time.Millisecond)}
+	nc, err := nats.Connect(urls, append(base, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, watchEvents(t, nc)
 }

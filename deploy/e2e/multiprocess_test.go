@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrlb/mrlb/shared/model"
@@ -245,16 +244,7 @@ func TestMultiProcess(t *testing.T) {
 	s.add("apigw", filepath.Join(bin, "apigw"), nil, env(fmt.Sprintf("API_ADDR=127.0.0.1:%d", apiPort))...)
 
 	// The test's own NATS client: events and the failover lease.
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := watchEvents(t, nc)
+	nc, js, ev := observer(t, natsURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 

@@ -99,17 +99,8 @@ func TestManualCommandsOnStandby(t *testing.T) {
 	s.addRegions(a, b, c, d)
 	s.startHealthChecker("hc-1")
 	tl := &leaderTimeline{}
-	reps := map[string]*replica{
-		"fo-1": s.startFailover("fo-1", nil, failover.WithLeaderObserver(tl.observe)),
-		"fo-2": s.startFailover("fo-2", nil, failover.WithLeaderObserver(tl.observe)),
-	}
+	reps := s.startPair(tl)
 	s.waitHealthy(a, b, c, d)
-	poll.Until(t, 5*time.Second, "a leader", func() error {
-		if tl.leader() == "" {
-			return errors.New("none")
-		}
-		return nil
-	})
 	standby := reps["fo-1"]
 	if tl.leader() == "fo-1" {
 		standby = reps["fo-2"]

@@ -508,3 +508,20 @@ func spread(t *testing.T, c *http.Client, routerAddr string, n int) (map[string]
 	}
 	return counts, nil
 }
+
+// startPair runs two failover replicas that report leadership to tl and
+// waits until one of them leads.
+func (s *sys) startPair(tl *leaderTimeline) map[string]*replica {
+	s.t.Helper()
+	reps := map[string]*replica{
+		"fo-1": s.startFailover("fo-1", nil, failover.WithLeaderObserver(tl.observe)),
+		"fo-2": s.startFailover("fo-2", nil, failover.WithLeaderObserver(tl.observe)),
+	}
+	poll.Until(s.t, 5*time.Second, "a leader", func() error {
+		if tl.leader() == "" {
+			return errors.New("no leader")
+		}
+		return nil
+	})
+	return reps
+}
