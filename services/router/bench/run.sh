@@ -121,4 +121,4 @@ if [ -n "${BASELINE:-}" ]; then
     printf "router/baseline:  throughput %.2fx, cpu/request %.2fx\n", r/b, rc/bc }'
 fi
 echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, router GOMAXPROCS=${ROUTER_GOMAXPROCS:-default}, averages; per-round values below)"
-for n in $TARGETS; do echo "$n req/s: ${RPS[$n]}"; echo "$n cpu us/req: ${CPU[$n]:-}"; done
+for n in $TARGETS; do echo "$n req/s: ${RPS[$n]}"; echo "$n p99 ms: ${P99[$n]}"; echo "$n cpu us/req: ${CPU[$n]:-}"; done

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -44,6 +45,9 @@ type deadlineConn struct {
 	net.Conn
 	slack time.Duration
 	rd    time.Time // the read deadline in force (zero: none)
+	// raw is the socket of a plain TCP connection, for sendAwait; nil for
+	// TLS.
+	raw syscall.RawConn
 }
 
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
@@ -74,7 +78,13 @@ func (d *dialer) dial(addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	if d.tls == nil {
-		return &deadlineConn{Conn: c, slack: d.slack}, nil
+		dc := &deadlineConn{Conn: c, slack: d.slack}
+		if tc, ok := c.(*net.TCPConn); ok {
+			if raw, err := tc.SyscallConn(); err == nil {
+				dc.raw = raw
+			}
+		}
+		return dc, nil
 	}
 	tc := tls.Client(c, d.tls)
 	ctx, cancel := context.WithTimeout(context.Background(), d.tlsTimeout)
@@ -145,21 +155,28 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	}
 	conn := cc.Conn()
 	reused := !cc.LastUseTime().IsZero()
-	bw := hc.AcquireWriter(conn)
-	err = req.Write(bw)
-	if err == nil {
-		err = bw.Flush()
+	_ = conn.SetReadDeadline(headerDeadline)
+	if dc, ok := conn.(*deadlineConn); ok && dc.raw != nil && !req.IsBodyStream() {
+		err = sendAwaitRequest(dc, req)
+	} else {
+		bw := hc.AcquireWriter(conn)
+		err = req.Write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		hc.ReleaseWriter(bw)
 	}
-	hc.ReleaseWriter(bw)
 	if err != nil {
 		hc.CloseConn(cc)
+		if isTimeout(err) { // sendAwait waited for the answer in vain
+			return nil, fmt.Errorf("%w: %w", errHeaderTimeout, err)
+		}
 		if reused {
 			// A kept-alive connection the region had already closed.
 			return nil, fmt.Errorf("%w: stale connection: %w", errStale, err)
 		}
 		return nil, fmt.Errorf("send request: %w", err)
 	}
-	_ = conn.SetReadDeadline(headerDeadline)
 	resp.StreamBody = true
 	if req.Header.IsHead() {
 		resp.SkipBody = true
@@ -169,12 +186,10 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	if err != nil {
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
-		// fasthttp's ErrTimeout has Timeout() but is no net.Error.
-		var te interface{ Timeout() bool }
-		if errors.As(err, &te) && te.Timeout() {
+		if isTimeout(err) {
 			return nil, fmt.Errorf("%w: %w", errHeaderTimeout, err)
 		}
-		if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)) {
 			return nil, fmt.Errorf("%w: %w", errStaleRead, err)
 		}
 		return nil, fmt.Errorf("read response: %w", err)
@@ -193,6 +208,59 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	bs := bodyStreamPool.Get().(*bodyStream)
 	*bs = bodyStream{r: s, hc: hc, cc: cc, conn: conn, br: br, closeConn: closeConn, resp: resp}
 	return bs, nil
+}
+
+// isTimeout reports a deadline error; fasthttp's ErrTimeout has Timeout()
+// but is no net.Error.
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}
+
+// reqBuf holds a serialized request for sendAwaitRequest.
+type reqBuf struct {
+	b  []byte
+	bw *bufio.Writer
+}
+
+func (r *reqBuf) Write(p []byte) (int, error) {
+	r.b = append(r.b, p...)
+	return len(p), nil
+}
+
+var reqBufPool = sync.Pool{New: func() any {
+	r := &reqBuf{b: make([]byte, 0, 4<<10)}
+	r.bw = bufio.NewWriterSize(r, 4<<10)
+	return r
+}}
+
+// sendAwaitRequest serializes req (whose body is in memory) and sends it
+// with sendAwait, so the response is read only once it has arrived.
+func sendAwaitRequest(dc *deadlineConn, req *fasthttp.Request) error {
+	rb := reqBufPool.Get().(*reqBuf)
+	defer func() {
+		if cap(rb.b) <= 256<<10 {
+			reqBufPool.Put(rb)
+		}
+	}()
+	rb.b = rb.b[:0]
+	rb.bw.Reset(rb)
+	if err := req.Write(rb.bw); err != nil {
+		return fmt.Errorf("serialize request: %w", err)
+	}
+	if err := rb.bw.Flush(); err != nil {
+		return fmt.Errorf("serialize request: %w", err)
+	}
+	n, err := sendAwait(dc.raw, rb.b)
+	if err != nil {
+		return fmt.Errorf("send request: %w", err)
+	}
+	if n < len(rb.b) {
+		if _, err := dc.Write(rb.b[n:]); err != nil {
+			return fmt.Errorf("send request: %w", err)
+		}
+	}
+	return nil
 }
 
 // errStale is a write failure on a reused keep-alive connection: the region

@@ -1,0 +1,184 @@
+//go:build unix
+
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mrlb/mrlb/shared/model"
+)
+
+// rawPair is a connected loopback TCP pair: the client side's RawConn and
+// the server side.
+func rawPair(t *testing.T) (*net.TCPConn, syscall.RawConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(); _ = s.Close() })
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.(*net.TCPConn), raw, s
+}
+
+// The answer may come at once or late; either way sendAwait returns once it
+// can be read, and it is then read whole without waiting.
+func TestSendAwaitWaitsForTheAnswer(t *testing.T) {
+	t.Parallel()
+	for _, delay := range []time.Duration{0, 150 * time.Millisecond} {
+		c, raw, s := rawPair(t)
+		go func() {
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(s, buf); err != nil {
+				return
+			}
+			time.Sleep(delay) // the region's think time, not synchronisation
+			_, _ = s.Write([]byte("pong"))
+		}()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		n, err := sendAwait(raw, []byte("ping"))
+		waited := time.Since(start)
+		if err != nil || n != 4 {
+			t.Fatalf("delay %v: sendAwait = %d, %v", delay, n, err)
+		}
+		if waited < delay {
+			t.Fatalf("delay %v: returned after %v, before the answer was sent", delay, waited)
+		}
+		// The answer is there: one non-blocking read finds it.
+		buf := make([]byte, 8)
+		m := 0
+		var rerr error
+		if err := raw.Read(func(fd uintptr) bool {
+			m, rerr = syscall.Read(int(fd), buf)
+			return true
+		}); err != nil || rerr != nil || m != 4 || string(buf[:4]) != "pong" {
+			t.Fatalf("delay %v: one read after sendAwait = %d %q, %v %v", delay, m, buf, err, rerr)
+		}
+	}
+}
+
+// A region that never answers: the wait ends at the read deadline with a
+// timeout error.
+func TestSendAwaitHonoursTheReadDeadline(t *testing.T) {
+	t.Parallel()
+	c, raw, _ := rawPair(t)
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	start := time.Now()
+	_, err := sendAwait(raw, []byte("ping"))
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !isTimeout(err) {
+		t.Fatalf("err = %v, want a deadline timeout", err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("gave up after %v, want about 200ms", d)
+	}
+}
+
+// A peer that closed: the wait ends (EOF is readable) instead of lasting
+// until the deadline.
+func TestSendAwaitSeesAClosedPeer(t *testing.T) {
+	t.Parallel()
+	c, raw, s := rawPair(t)
+	_ = s.Close()
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	_, _ = sendAwait(raw, []byte("ping")) // the write may or may not fail
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("waited %v on a closed peer", d)
+	}
+}
+
+// More than the socket buffers hold: sendAwait writes what fits and leaves
+// the rest to the caller without blocking.
+func TestSendAwaitShortWrite(t *testing.T) {
+	t.Parallel()
+	c, raw, s := rawPair(t)
+	big := make([]byte, 64<<20)
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := sendAwait(raw, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n <= 0 || n >= len(big) {
+		t.Fatalf("wrote %d of %d bytes, want a short write", n, len(big))
+	}
+	go func() { _, _ = io.Copy(io.Discard, s) }()
+	_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write(big[n:]); err != nil {
+		t.Fatalf("writing the rest: %v", err)
+	}
+}
+
+// A region that closes every connection after one answer, without saying
+// Connection: close: the router's pooled connection is dead when reused,
+// and GETs are sent again on a fresh one without an error reaching the
+// client.
+func TestStaleKeepAliveConnectionIsRedialled(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if strings.TrimSpace(line) == "" {
+						break
+					}
+				}
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+			}()
+		}
+	}()
+	r := startRouter(t, Options{OutlierConsecutive: -1}, model.StrategyRoundRobin, map[string]string{"one": "http://" + ln.Addr().String()})
+	cl := client()
+	for i := range 20 {
+		resp, err := cl.Get(r.url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	if conns.Load() < 20 {
+		t.Fatalf("region saw %d connections for 20 requests; want one each", conns.Load())
+	}
+}
