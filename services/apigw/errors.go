@@ -95,13 +95,8 @@ func decodeStrict(body []byte, v any, optional bool) error {
 		}
 		return errMissingBody
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := model.DecodeStrict(body, v); err != nil {
 		return model.Invalid("invalid_json", "invalid request body: %s", jsonErrText(err))
-	}
-	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		return model.Invalid("invalid_json", "invalid request body: unexpected data after the JSON object")
 	}
 	return nil
 }

@@ -61,6 +61,8 @@ func TestRegionsEndToEnd(t *testing.T) {
 		{"not an object", `[1,2]`, "invalid_json"},
 		{"wrong type", `{"region":"x1","endpoint":"http://127.0.0.1:1","weight":"heavy"}`, "invalid_json"},
 		{"trailing data", `{"region":"x1","endpoint":"http://127.0.0.1:1"} {}`, "invalid_json"},
+		{"key in the wrong case", `{"Region":"x1","endpoint":"http://127.0.0.1:1"}`, "invalid_json"},
+		{"key given twice", `{"region":"x1","region":"x2","endpoint":"http://127.0.0.1:1"}`, "invalid_json"},
 		{"empty body", "", "missing_body"},
 	} {
 		t.Run("POST "+tc.desc, func(t *testing.T) {
@@ -182,6 +184,7 @@ func TestStrategyEndToEnd(t *testing.T) {
 		{"bad parameters", `{"strategy":"least_latency","parameters":{"exploration":0.9}}`, "invalid_parameters"},
 		{"parameters not object", `{"strategy":"weighted","parameters":[1]}`, "invalid_parameters"},
 		{"params for round_robin", `{"strategy":"round_robin","parameters":{"x":1}}`, "invalid_parameters"},
+		{"parameter in the wrong case", `{"strategy":"least_latency","parameters":{"Exploration":0.1}}`, "invalid_parameters"},
 		{"unknown field", `{"strategy":"weighted","mode":"fast"}`, "invalid_json"},
 		{"malformed", `strategy=weighted`, "invalid_json"},
 		{"empty body", "", "missing_body"},

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -73,14 +72,8 @@ func Handle[Req, Resp any](timeout time.Duration, fn HandlerFunc[Req, Resp]) mic
 	return micro.HandlerFunc(func(r micro.Request) {
 		var in Req
 		if len(bytes.TrimSpace(r.Data())) > 0 {
-			dec := json.NewDecoder(bytes.NewReader(r.Data()))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&in); err != nil {
+			if err := model.DecodeStrict(r.Data(), &in); err != nil {
 				respondError(r, model.Invalid("invalid_json", "invalid request body: %v", err))
-				return
-			}
-			if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-				respondError(r, model.Invalid("invalid_json", "invalid request body: unexpected data after the JSON value"))
 				return
 			}
 		}

@@ -3,8 +3,6 @@ package model
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"math"
 	"net"
 	"net/url"
@@ -157,13 +155,8 @@ func NormalizeStrategy(strategy string, params json.RawMessage) (json.RawMessage
 		return json.RawMessage("{}"), nil
 	case StrategyLeastLatency:
 		var p LeastLatencyParams
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&p); err != nil {
+		if err := DecodeStrict(trimmed, &p); err != nil {
 			return nil, Invalid("invalid_parameters", "least_latency parameters: %v", err)
-		}
-		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-			return nil, Invalid("invalid_parameters", "least_latency parameters: unexpected data after the JSON object")
 		}
 		if p.Exploration != nil {
 			e := *p.Exploration
