@@ -95,3 +95,10 @@ func HealthEventsSubject(region string) string { return SubjectEventsHealthPrefi
 
 // FailoverEventsSubject is where one region's failover events are published.
 func FailoverEventsSubject(region string) string { return SubjectEventsFailoverPrefix + region }
+
+// KVLeaderElectedSubject is the JetStream advisory sent when the stream
+// behind KV bucket gets a new leader: watchers re-open then, instead of
+// waiting for their consumer's missed heartbeats (many seconds).
+func KVLeaderElectedSubject(bucket string) string {
+	return "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.KV_" + bucket
+}

@@ -17,10 +17,25 @@ type WatchFunc func(snapshot bool, entries []jetstream.KeyValueEntry)
 // Watch follows kv until ctx ends. It re-opens the watch, with a fresh
 // snapshot, whenever the NATS connection is re-established or the watcher
 // ends, so that changes made while NATS was away (or by a restarted server)
-// are never missed. apply is called from this goroutine only.
+// are never missed. It also re-opens when the bucket's stream elects a new
+// leader (a NATS node died): the watch's consumer lived on the old leader and
+// would otherwise be noticed gone only after missed heartbeats, many seconds
+// during which changes would not arrive. apply is called from this goroutine
+// only.
 func Watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, apply WatchFunc, log *slog.Logger) {
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(reconnected)
+	elected := make(chan nats.Status, 1)
+	if sub, err := nc.Subscribe(KVLeaderElectedSubject(kv.Bucket()), func(*nats.Msg) {
+		select {
+		case elected <- nats.CONNECTED:
+		default:
+		}
+	}); err == nil {
+		defer func() { _ = sub.Unsubscribe() }()
+	} else {
+		log.Warn("no leader advisories: after a NATS node is lost, changes may arrive late", "bucket", kv.Bucket(), "err", err)
+	}
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		w, err := kv.WatchAll(ctx)
@@ -35,7 +50,7 @@ func Watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, apply Watc
 			continue
 		}
 		wait = 100 * time.Millisecond
-		again := consume(ctx, w, reconnected, apply)
+		again := consume(ctx, w, reconnected, elected, apply)
 		_ = w.Stop()
 		if !again {
 			return
@@ -49,7 +64,7 @@ func Watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, apply Watc
 
 // consume applies updates until ctx ends (false) or the watch must be
 // re-opened (true).
-func consume(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status, apply WatchFunc) bool {
+func consume(ctx context.Context, w jetstream.KeyWatcher, reconnected, elected <-chan nats.Status, apply WatchFunc) bool {
 	var snap []jetstream.KeyValueEntry
 	loaded := false
 	for {
@@ -57,6 +72,8 @@ func consume(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nat
 		case <-ctx.Done():
 			return false
 		case <-reconnected:
+			return true
+		case <-elected:
 			return true
 		case e, ok := <-w.Updates():
 			switch {

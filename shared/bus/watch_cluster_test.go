@@ -1,0 +1,151 @@
+package bus_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mrlb/mrlb/shared/bus"
+	"github.com/mrlb/mrlb/shared/embeddednats"
+	"github.com/mrlb/mrlb/shared/logging"
+)
+
+// A three-node cluster loses the node that leads a bucket's stream and holds
+// the watch's consumer. The watcher's own connection (to another node) never
+// drops, so only the leader advisory tells it that its consumer is gone: a
+// change made after the election must reach it within a few seconds, not
+// after the consumer's missed heartbeats (10 s and more).
+func TestWatchFollowsAStreamLeaderLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	const bucket, stream = "lb_watch_test", "KV_lb_watch_test"
+	nodes := embeddednats.StartClusterForTest(t, 3)
+	watcher := nodes[0]
+	ncW, err := nats.Connect(watcher.ClientURL(), nats.NoReconnect())
+	require.NoError(t, err)
+	t.Cleanup(ncW.Close)
+	jsW, err := jetstream.New(ncW)
+	require.NoError(t, err)
+	ctx := ctxT(t, 90*time.Second)
+	kvW, err := jsW.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Replicas: 3})
+	require.NoError(t, err)
+	_, err = kvW.PutString(ctx, "k", "v1")
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	seen := map[string]time.Time{}
+	got := func(v string) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); _, ok := seen[v]; return ok }
+	}
+	startWatch := func() (stop func()) {
+		mu.Lock()
+		clear(seen)
+		mu.Unlock()
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			bus.Watch(wctx, ncW, kvW, func(_ bool, es []jetstream.KeyValueEntry) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, e := range es {
+					if _, ok := seen[string(e.Value())]; !ok {
+						seen[string(e.Value())] = time.Now()
+					}
+				}
+			}, logging.Discard())
+		}()
+		eventually(t, 10*time.Second, got("v1"), "the watch's first snapshot")
+		return func() { cancel(); <-done }
+	}
+	// holder is the node running the watch's consumer (nil while moving).
+	holder := func() *embeddednats.Server {
+		names := consumers(t, jsW, stream)
+		for _, n := range nodes {
+			for _, c := range names {
+				if n.NATS().JetStreamIsConsumerLeader("$G", stream, c) {
+					return n
+				}
+			}
+		}
+		return nil
+	}
+	leads := func(n *embeddednats.Server) bool { return n.NATS().JetStreamIsStreamLeader("$G", stream) }
+
+	// Arrange the case: the consumer on a node other than the watcher's,
+	// and that node leading the stream. A new watch places its consumer
+	// anew; a stream step-down moves the leadership.
+	stop := startWatch()
+	var lost *embeddednats.Server
+	eventually(t, 60*time.Second, func() bool {
+		h := holder()
+		switch {
+		case h == nil:
+			return false
+		case h == watcher:
+			stop()
+			stop = startWatch()
+			return false
+		case !leads(h):
+			for _, n := range nodes {
+				if leads(n) {
+					_ = n.NATS().JetStreamStepdownStream("$G", stream)
+				}
+			}
+			return false
+		}
+		lost = h
+		return true
+	}, "could not place the watch's consumer on the stream leader")
+	t.Cleanup(func() { stop() })
+
+	var writer *embeddednats.Server // the third node
+	for _, n := range nodes {
+		if n != watcher && n != lost {
+			writer = n
+		}
+	}
+	ncO, err := nats.Connect(writer.ClientURL(), nats.NoReconnect())
+	require.NoError(t, err)
+	t.Cleanup(ncO.Close)
+	js, err := jetstream.New(ncO)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctx, bucket)
+	require.NoError(t, err)
+
+	lost.Shutdown()
+	var acked time.Time
+	eventually(t, 30*time.Second, func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		if _, err := kv.PutString(pctx, "k", "v2"); err != nil {
+			return false
+		}
+		acked = time.Now()
+		return true
+	}, "no new leader acknowledged the write")
+	eventually(t, 6*time.Second, got("v2"), "the change did not reach the watcher within 6s of its acknowledgement")
+	mu.Lock()
+	t.Logf("change seen %v after its acknowledgement", seen["v2"].Sub(acked).Round(time.Millisecond))
+	mu.Unlock()
+	require.True(t, ncW.IsConnected(), "the watcher's connection must not have dropped (that case is a reconnect)")
+}
+
+func consumers(t *testing.T, js jetstream.JetStream, stream string) []string {
+	t.Helper()
+	st, err := js.Stream(context.Background(), stream)
+	require.NoError(t, err)
+	var names []string
+	l := st.ConsumerNames(context.Background())
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	require.NoError(t, l.Err())
+	return names
+}
