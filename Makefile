@@ -52,6 +52,8 @@ run: build
 ## test: every test of every module, with the race detector
 test: build
 	LB_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 15m $(PKGS)
+	# Allocation tests need sync.Pool as it is without the race detector.
+	$(GO) test -count=1 -run 'AllocatesNothing' ./services/router/...
 
 ## test-short: the same without the race detector, for a quick loop
 test-short: build
