@@ -38,7 +38,7 @@ func Watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, apply Watc
 	}
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		w, err := kv.WatchAll(ctx)
+		w, err := watchAll(ctx, nc, kv.Bucket())
 		if err != nil {
 			if wait < 5*time.Second { // log the first failures, not every retry of a long outage
 				log.Warn("watch failed, retrying", "bucket", kv.Bucket(), "err", err)
@@ -52,6 +52,7 @@ func Watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, apply Watc
 		wait = 100 * time.Millisecond
 		again := consume(ctx, w, reconnected, elected, apply)
 		_ = w.Stop()
+		drain(w.Updates())
 		if !again {
 			return
 		}
@@ -96,6 +97,23 @@ func consume(ctx context.Context, w jetstream.KeyWatcher, reconnected, elected <
 func IsDelete(e jetstream.KeyValueEntry) bool {
 	op := e.Operation()
 	return op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge
+}
+
+// drain empties a stopped watch's channel so that a delivery blocked on it
+// can finish; the channel is closed once the subscription has ended.
+func drain(updates <-chan jetstream.KeyValueEntry) {
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-updates:
+			if !ok {
+				return
+			}
+		case <-t.C:
+			return
+		}
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
