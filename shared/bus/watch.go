@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,7 +58,9 @@ func Watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, apply Watc
 			return
 		}
 		log.Info("re-opening watch", "bucket", kv.Bucket())
-		if !sleep(ctx, 50*time.Millisecond) {
+		// Jittered, so that the replicas of every service do not all read
+		// the bucket at the same instant after an election.
+		if !sleep(ctx, 50*time.Millisecond+rand.N(200*time.Millisecond)) {
 			return
 		}
 	}

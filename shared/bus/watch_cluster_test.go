@@ -97,7 +97,9 @@ func watchNodeLoss(t *testing.T, leading bool) {
 		switch {
 		case h == nil:
 			return false
-		case h == watcher:
+		case h == watcher, h.NATS().JetStreamIsLeader():
+			// Not the watcher's own node (that is a reconnect) nor the meta
+			// leader (no consumer can be made until a new one is elected).
 			stop()
 			stop = startWatch()
 			return false

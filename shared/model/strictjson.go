@@ -39,8 +39,8 @@ func checkKeys(data []byte, v any) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == nil || t.Kind() != reflect.Struct {
-		return nil
+	if t == nil || t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil // not a plain struct: its own decoding rules apply
 	}
 	names := jsonNames(t)
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -81,12 +81,18 @@ func jsonNames(t reflect.Type) map[string]bool {
 		return m.(map[string]bool)
 	}
 	m := map[string]bool{}
-	addJSONNames(t, m)
+	addJSONNames(t, m, map[reflect.Type]bool{})
 	namesCache.Store(t, m)
 	return m
 }
 
-func addJSONNames(t reflect.Type, m map[string]bool) {
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+func addJSONNames(t reflect.Type, m map[string]bool, seen map[reflect.Type]bool) {
+	if seen[t] {
+		return
+	}
+	seen[t] = true
 	for f := range t.Fields() {
 		tag := f.Tag.Get("json")
 		if tag == "-" {
@@ -99,7 +105,7 @@ func addJSONNames(t reflect.Type, m map[string]bool) {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
-				addJSONNames(ft, m)
+				addJSONNames(ft, m, seen)
 				continue
 			}
 		}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -48,8 +49,34 @@ func TestDecodeStrict(t *testing.T) {
 	if err := DecodeStrict([]byte(`{"region":"eu","weight":3,"zone":"a"}`), &b); err != nil || b.Region != "eu" || *b.Weight != 3 || b.Zone != "a" {
 		t.Fatalf("decoded %+v, %v", b, err)
 	}
+	var own ownDecoding // its own UnmarshalJSON decides which keys it takes
+	if err := DecodeStrict([]byte(`{"VALUE":"x"}`), &own); err != nil || own.Value != "x" {
+		t.Fatalf("own UnmarshalJSON: %+v %v", own, err)
+	}
+	var rec recursive // embeds a pointer to itself
+	if err := DecodeStrict([]byte(`{"name":"a"}`), &rec); err != nil || rec.Name != "a" {
+		t.Fatalf("recursive: %+v %v", rec, err)
+	}
 	var m map[string]any // not a struct: only the decoder's own checks
 	if err := DecodeStrict([]byte(`{"A":1,"a":2}`), &m); err != nil {
 		t.Fatalf("map: %v", err)
 	}
+}
+
+type ownDecoding struct {
+	Value string `json:"value"`
+}
+
+func (o *ownDecoding) UnmarshalJSON(b []byte) error {
+	var raw map[string]string
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	o.Value = raw["VALUE"]
+	return nil
+}
+
+type recursive struct {
+	*recursive        //nolint:unused // the self-embedding is what is tested
+	Name       string `json:"name"`
 }

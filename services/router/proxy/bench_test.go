@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net"
+	"runtime"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,8 +68,21 @@ func TestHandleAllocatesNothing(t *testing.T) {
 	for range 50 { // fill the pools and open the connections
 		run()
 	}
-	if avg := testing.AllocsPerRun(500, run); avg >= 0.5 {
-		t.Fatalf("%.2f allocations per proxied request, want none", avg)
+	// Counted by hand: testing.AllocsPerRun rounds the average down, so it
+	// would pass up to runs-1 allocations.
+	// A pool refilled after a GC or a new pooled connection allocates now
+	// and then; one allocation per request is what must not happen.
+	const runs = 1000
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		run()
+	}
+	runtime.ReadMemStats(&after)
+	n := after.Mallocs - before.Mallocs
+	t.Logf("%d allocations in %d proxied requests", n, runs)
+	if n > runs/10 {
+		t.Fatalf("%d allocations in %d proxied requests, want none per request", n, runs)
 	}
 }
 

@@ -2,8 +2,14 @@
 
 package proxy
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
+
+// errPeerClosed: see the unix sendAwait.
+var errPeerClosed = errors.New("region closed the idle connection")
 
 // sendAwait is the unix fast path's stand-in: it writes nothing, so the
 // caller writes and reads the usual way.
-func sendAwait(syscall.RawConn, []byte) (int, error) { return 0, nil }
+func sendAwait(syscall.RawConn, []byte, bool) (int, error) { return 0, nil }

@@ -5,8 +5,10 @@ package proxy
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // rawPair is a connected loopback TCP pair: the client side's RawConn and
@@ -58,7 +61,7 @@ func TestSendAwaitWaitsForTheAnswer(t *testing.T) {
 		}()
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		start := time.Now()
-		n, err := sendAwait(raw, []byte("ping"))
+		n, err := sendAwait(raw, []byte("ping"), false)
 		waited := time.Since(start)
 		if err != nil || n != 4 {
 			t.Fatalf("delay %v: sendAwait = %d, %v", delay, n, err)
@@ -86,7 +89,7 @@ func TestSendAwaitHonoursTheReadDeadline(t *testing.T) {
 	c, raw, _ := rawPair(t)
 	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	start := time.Now()
-	_, err := sendAwait(raw, []byte("ping"))
+	_, err := sendAwait(raw, []byte("ping"), false)
 	if !errors.Is(err, os.ErrDeadlineExceeded) || !isTimeout(err) {
 		t.Fatalf("err = %v, want a deadline timeout", err)
 	}
@@ -103,7 +106,7 @@ func TestSendAwaitSeesAClosedPeer(t *testing.T) {
 	_ = s.Close()
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	start := time.Now()
-	_, _ = sendAwait(raw, []byte("ping")) // the write may or may not fail
+	_, _ = sendAwait(raw, []byte("ping"), false) // the write may or may not fail
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("waited %v on a closed peer", d)
 	}
@@ -116,7 +119,7 @@ func TestSendAwaitShortWrite(t *testing.T) {
 	c, raw, s := rawPair(t)
 	big := make([]byte, 64<<20)
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	n, err := sendAwait(raw, big)
+	n, err := sendAwait(raw, big, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,11 +133,46 @@ func TestSendAwaitShortWrite(t *testing.T) {
 	}
 }
 
-// A region that closes every connection after one answer, without saying
-// Connection: close: the router's pooled connection is dead when reused,
-// and GETs are sent again on a fresh one without an error reaching the
-// client.
-func TestStaleKeepAliveConnectionIsRedialled(t *testing.T) {
+// A peer that half-closed while the connection was idle (shutdown of its
+// side, still reading: Apache's lingering close): the end-of-file came
+// before the wait and cannot wake it, so the probe must find it and send
+// nothing; without the probe the wait would last until the deadline.
+func TestSendAwaitProbeFindsAHalfClosedPeer(t *testing.T) {
+	t.Parallel()
+	c, raw, s := rawPair(t)
+	if err := s.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, s) }() // reads on, never answers
+	// The end-of-file is there: wait for it with a plain read of nothing.
+	poll.Until(t, 5*time.Second, "the peer's end-of-file", func() error {
+		var m int
+		var e error
+		_ = raw.Read(func(fd uintptr) bool {
+			m, _, e = syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return true
+		})
+		if m == 0 && e == nil {
+			return nil
+		}
+		return fmt.Errorf("peek: %d %v", m, e)
+	})
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	n, err := sendAwait(raw, []byte("ping"), true)
+	if !errors.Is(err, errPeerClosed) || n != 0 {
+		t.Fatalf("sendAwait with probe = %d, %v; want nothing sent and errPeerClosed", n, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
+// Through the router: a region that half-closes every connection after its
+// answer but keeps reading. The pooled connection, idle past probeIdle, is
+// found closed and the request goes on a fresh one at once, for POST too
+// (nothing was sent), instead of waiting for the header timeout.
+func TestHalfClosedKeepAliveConnectionIsRedialled(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -152,22 +190,78 @@ func TestStaleKeepAliveConnectionIsRedialled(t *testing.T) {
 			go func() {
 				defer c.Close()
 				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if strings.TrimSpace(line) == "" {
-						break
-					}
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				_ = c.(*net.TCPConn).CloseWrite()
+				_, _ = io.Copy(io.Discard, br) // lingers, reading, until the router closes
+			}()
+		}
+	}()
+	r := startRouter(t, Options{OutlierConsecutive: -1, ResponseHeaderTimeout: 20 * time.Second}, model.StrategyRoundRobin,
+		map[string]string{"one": "http://" + ln.Addr().String()})
+	cl := client()
+	for i := range 4 {
+		if i > 0 {
+			time.Sleep(probeIdle + 50*time.Millisecond) // the scenario: the connection idles in the pool
+		}
+		start := time.Now()
+		method := http.MethodGet
+		if i%2 == 1 {
+			method = http.MethodPost
+		}
+		req, _ := http.NewRequest(method, r.url+"/", strings.NewReader("body"))
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("request %d (%s): %d %q", i, method, resp.StatusCode, b)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("request %d (%s) took %v: the half-closed connection was waited on", i, method, d)
+		}
+	}
+	if got := conns.Load(); got != 4 {
+		t.Fatalf("region saw %d connections for 4 requests, want 4 (each reused one found closed)", got)
+	}
+}
+
+// A region that closes every connection after one answer, without saying
+// Connection: close (so the close comes as a reset to the next request):
+// GETs are sent again on a fresh connection, each without delay.
+func TestStaleKeepAliveConnectionIsRedialled(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
 				}
 				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 			}()
 		}
 	}()
-	r := startRouter(t, Options{OutlierConsecutive: -1}, model.StrategyRoundRobin, map[string]string{"one": "http://" + ln.Addr().String()})
+	r := startRouter(t, Options{OutlierConsecutive: -1, ResponseHeaderTimeout: 20 * time.Second}, model.StrategyRoundRobin,
+		map[string]string{"one": "http://" + ln.Addr().String()})
 	cl := client()
 	for i := range 20 {
+		start := time.Now()
 		resp, err := cl.Get(r.url + "/")
 		if err != nil {
 			t.Fatal(err)
@@ -177,8 +271,8 @@ func TestStaleKeepAliveConnectionIsRedialled(t *testing.T) {
 		if resp.StatusCode != 200 || string(b) != "ok" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
 		}
-	}
-	if conns.Load() < 20 {
-		t.Fatalf("region saw %d connections for 20 requests; want one each", conns.Load())
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("request %d took %v", i, d)
+		}
 	}
 }

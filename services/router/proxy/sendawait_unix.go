@@ -13,14 +13,22 @@ import (
 // Read does that first), so a response that arrives at once cannot be
 // missed, and the response is then read once, when it is there: the usual
 // write-then-read costs one more read syscall that finds nothing
-// (EAGAIN) on nearly every request. It returns how much of b was written; a
-// short count with a nil error means the socket buffer was full and the
-// caller writes the rest itself.
-func sendAwait(rc syscall.RawConn, b []byte) (int, error) {
+// (EAGAIN) on nearly every request.
+//
+// The reset also forgets an end-of-file that arrived while the connection
+// was idle in the pool, and a region that half-closed (shutdown, still
+// reading) would then never wake the wait. So with probe set (a connection
+// idle for a while) the socket is first peeked without blocking: an
+// end-of-file or unexpected bytes there return errPeerClosed with nothing
+// written.
+//
+// It returns how much of b was written; a short count with a nil error
+// means the socket buffer was full and the caller writes the rest itself.
+func sendAwait(rc syscall.RawConn, b []byte, probe bool) (int, error) {
 	s := sendPool.Get().(*sendState)
-	s.b, s.n, s.err, s.sent = b, 0, nil, false
+	s.b, s.n, s.err, s.sent, s.probe = b, 0, nil, false, probe
 	err := rc.Read(s.fn)
-	n, werr := s.n, s.err
+	n, werr, sent := s.n, s.err, s.sent
 	s.b = nil
 	sendPool.Put(s)
 	switch {
@@ -28,18 +36,26 @@ func sendAwait(rc syscall.RawConn, b []byte) (int, error) {
 		return n, nil
 	case werr != nil:
 		return n, werr
+	case err != nil && !sent:
+		return 0, errors.Join(errNotSent, err)
 	}
 	return n, err
 }
 
+// errPeerClosed is a pooled connection the region closed (or wrote to)
+// while it was idle; nothing was sent on it.
+var errPeerClosed = errors.New("region closed the idle connection")
+
 // sendState is one sendAwait in progress; fn is bound once, when the state
 // is made, so that a request allocates nothing.
 type sendState struct {
-	b    []byte
-	n    int
-	err  error
-	sent bool
-	fn   func(fd uintptr) bool
+	b     []byte
+	n     int
+	err   error
+	sent  bool
+	probe bool
+	peek  [1]byte
+	fn    func(fd uintptr) bool
 }
 
 var sendPool = sync.Pool{New: func() any {
@@ -55,6 +71,14 @@ func (s *sendState) step(fd uintptr) bool {
 		return true
 	}
 	s.sent = true
+	if s.probe {
+		_, _, e := syscall.Recvfrom(int(fd), s.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if e == nil || (!errors.Is(e, syscall.EAGAIN) && !errors.Is(e, syscall.EINTR)) {
+			// End-of-file, bytes nobody asked for, or a reset.
+			s.err = errPeerClosed
+			return true
+		}
+	}
 	for s.n < len(s.b) {
 		m, e := syscall.Write(int(fd), s.b[s.n:])
 		if m > 0 {

@@ -157,7 +157,7 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	reused := !cc.LastUseTime().IsZero()
 	_ = conn.SetReadDeadline(headerDeadline)
 	if dc, ok := conn.(*deadlineConn); ok && dc.raw != nil && !req.IsBodyStream() {
-		err = sendAwaitRequest(dc, req)
+		err = sendAwaitRequest(dc, req, reused && time.Since(cc.LastUseTime()) >= probeIdle)
 	} else {
 		bw := hc.AcquireWriter(conn)
 		err = req.Write(bw)
@@ -168,8 +168,11 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	}
 	if err != nil {
 		hc.CloseConn(cc)
-		if isTimeout(err) { // sendAwait waited for the answer in vain
-			return nil, fmt.Errorf("%w: %w", errHeaderTimeout, err)
+		switch {
+		case errors.Is(err, errHeaderTimeout), errors.Is(err, errNotSent):
+			return nil, err
+		case errors.Is(err, errPeerClosed):
+			return nil, fmt.Errorf("%w: %w", errStale, err)
 		}
 		if reused {
 			// A kept-alive connection the region had already closed.
@@ -189,7 +192,7 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 		if isTimeout(err) {
 			return nil, fmt.Errorf("%w: %w", errHeaderTimeout, err)
 		}
-		if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)) {
+		if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 			return nil, fmt.Errorf("%w: %w", errStaleRead, err)
 		}
 		return nil, fmt.Errorf("read response: %w", err)
@@ -234,9 +237,16 @@ var reqBufPool = sync.Pool{New: func() any {
 	return r
 }}
 
+// probeIdle is how long a pooled connection must have been idle before
+// sendAwait peeks at it for an end-of-file: regions close idle connections
+// after keep-alive timeouts of seconds, while a busy connection is reused
+// within milliseconds and skips the extra syscall.
+const probeIdle = 250 * time.Millisecond
+
 // sendAwaitRequest serializes req (whose body is in memory) and sends it
-// with sendAwait, so the response is read only once it has arrived.
-func sendAwaitRequest(dc *deadlineConn, req *fasthttp.Request) error {
+// with sendAwait, so the response is read only once it has arrived. A wait
+// that ends at the read deadline is errHeaderTimeout.
+func sendAwaitRequest(dc *deadlineConn, req *fasthttp.Request, probe bool) error {
 	rb := reqBufPool.Get().(*reqBuf)
 	defer func() {
 		if cap(rb.b) <= 256<<10 {
@@ -251,8 +261,14 @@ func sendAwaitRequest(dc *deadlineConn, req *fasthttp.Request) error {
 	if err := rb.bw.Flush(); err != nil {
 		return fmt.Errorf("serialize request: %w", err)
 	}
-	n, err := sendAwait(dc.raw, rb.b)
-	if err != nil {
+	n, err := sendAwait(dc.raw, rb.b, probe)
+	switch {
+	case err == nil:
+	case errors.Is(err, errNotSent), errors.Is(err, errPeerClosed):
+		return err
+	case n == len(rb.b) && isTimeout(err):
+		return fmt.Errorf("%w: %w", errHeaderTimeout, err)
+	default:
 		return fmt.Errorf("send request: %w", err)
 	}
 	if n < len(rb.b) {
