@@ -168,18 +168,18 @@ func TestSendAwaitProbeFindsAHalfClosedPeer(t *testing.T) {
 	}
 }
 
-// Through the router: a region that half-closes every connection after its
-// answer but keeps reading. The pooled connection, idle past probeIdle, is
-// found closed and the request goes on a fresh one at once, for POST too
-// (nothing was sent), instead of waiting for the header timeout.
-func TestHalfClosedKeepAliveConnectionIsRedialled(t *testing.T) {
-	t.Parallel()
+// oneShotRegion serves one request per connection with answer (a
+// 200 "ok" without Connection: close), then hands the connection to after
+// (nil: close it at once). It returns the region's endpoint and a count of
+// the connections it accepted.
+func oneShotRegion(t *testing.T, after func(c net.Conn, br *bufio.Reader)) (string, *atomic.Int64) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var conns atomic.Int64
+	t.Cleanup(func() { _ = ln.Close() })
+	conns := new(atomic.Int64)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -196,13 +196,27 @@ func TestHalfClosedKeepAliveConnectionIsRedialled(t *testing.T) {
 				}
 				_, _ = io.Copy(io.Discard, req.Body)
 				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-				_ = c.(*net.TCPConn).CloseWrite()
-				_, _ = io.Copy(io.Discard, br) // lingers, reading, until the router closes
+				if after != nil {
+					after(c, br)
+				}
 			}()
 		}
 	}()
+	return "http://" + ln.Addr().String(), conns
+}
+
+// Through the router: a region that half-closes every connection after its
+// answer but keeps reading. The pooled connection, idle past probeIdle, is
+// found closed and the request goes on a fresh one at once, for POST too
+// (nothing was sent), instead of waiting for the header timeout.
+func TestHalfClosedKeepAliveConnectionIsRedialled(t *testing.T) {
+	t.Parallel()
+	region, conns := oneShotRegion(t, func(c net.Conn, br *bufio.Reader) {
+		_ = c.(*net.TCPConn).CloseWrite()
+		_, _ = io.Copy(io.Discard, br) // lingers, reading, until the router closes
+	})
 	r := startRouter(t, Options{OutlierConsecutive: -1, ResponseHeaderTimeout: 20 * time.Second}, model.StrategyRoundRobin,
-		map[string]string{"one": "http://" + ln.Addr().String()})
+		map[string]string{"one": region})
 	cl := client()
 	for i := range 4 {
 		if i > 0 {
@@ -237,28 +251,9 @@ func TestHalfClosedKeepAliveConnectionIsRedialled(t *testing.T) {
 // GETs are sent again on a fresh connection, each without delay.
 func TestStaleKeepAliveConnectionIsRedialled(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-			}()
-		}
-	}()
+	region, _ := oneShotRegion(t, nil)
 	r := startRouter(t, Options{OutlierConsecutive: -1, ResponseHeaderTimeout: 20 * time.Second}, model.StrategyRoundRobin,
-		map[string]string{"one": "http://" + ln.Addr().String()})
+		map[string]string{"one": region})
 	cl := client()
 	for i := range 20 {
 		start := time.Now()
