@@ -96,7 +96,7 @@ func (s *Store) createStrategy(ctx context.Context, strategy string) (bool, erro
 		return false, nil
 	}
 	if err != nil {
-		return false, unavailable(err)
+		return false, bus.Unavailable(err)
 	}
 	s.publish(ctx, model.Event{Type: model.EventStrategyChanged, Strategy: &doc}, bus.KeyStrategy, rev)
 	return true, nil
@@ -129,7 +129,7 @@ func (s *Store) createRegion(ctx context.Context, r model.Region) (model.Region,
 		return model.Region{}, model.Conflict(model.ErrRegionExists.Code, "region %q already exists", r.Region)
 	}
 	if err != nil {
-		return model.Region{}, unavailable(err)
+		return model.Region{}, bus.Unavailable(err)
 	}
 	s.publish(ctx, model.Event{Type: model.EventRegionAdded, Region: r.Region, RegionDoc: &r}, r.Region, rev)
 	return r, nil
@@ -168,11 +168,11 @@ func (s *Store) UpdateRegion(ctx context.Context, req model.UpdateRegionRequest)
 		next.UpdatedAt = s.now()
 		data, _ := json.Marshal(next)
 		newRev, err := s.regions.Update(ctx, req.Region, data, rev)
-		if isWrongRevision(err) {
+		if bus.IsWrongRevision(err) {
 			continue
 		}
 		if err != nil {
-			return model.Region{}, unavailable(err)
+			return model.Region{}, bus.Unavailable(err)
 		}
 		s.publish(ctx, model.Event{Type: model.EventRegionUpdated, Region: next.Region, RegionDoc: &next}, next.Region, newRev)
 		return next, nil
@@ -191,11 +191,11 @@ func (s *Store) RemoveRegion(ctx context.Context, req model.RemoveRegionRequest)
 			return struct{}{}, err
 		}
 		err = s.regions.Delete(ctx, req.Region, jetstream.LastRevision(rev))
-		if isWrongRevision(err) {
+		if bus.IsWrongRevision(err) {
 			continue
 		}
 		if err != nil {
-			return struct{}{}, unavailable(err)
+			return struct{}{}, bus.Unavailable(err)
 		}
 		s.publish(ctx, model.Event{Type: model.EventRegionRemoved, Region: cur.Region, RegionDoc: &cur}, cur.Region, rev)
 		return struct{}{}, nil
@@ -222,15 +222,15 @@ func (s *Store) SetStrategy(ctx context.Context, req model.SetStrategyRequest) (
 				continue
 			}
 		case err != nil:
-			return model.StrategyConfig{}, unavailable(err)
+			return model.StrategyConfig{}, bus.Unavailable(err)
 		default:
 			rev, err = s.config.Update(ctx, bus.KeyStrategy, data, e.Revision())
 		}
-		if isWrongRevision(err) {
+		if bus.IsWrongRevision(err) {
 			continue
 		}
 		if err != nil {
-			return model.StrategyConfig{}, unavailable(err)
+			return model.StrategyConfig{}, bus.Unavailable(err)
 		}
 		s.publish(ctx, model.Event{Type: model.EventStrategyChanged, Strategy: &doc}, bus.KeyStrategy, rev)
 		return doc, nil
@@ -244,7 +244,7 @@ func (s *Store) getRegion(ctx context.Context, name string) (model.Region, uint6
 		return model.Region{}, 0, model.NotFound(name)
 	}
 	if err != nil {
-		return model.Region{}, 0, unavailable(err)
+		return model.Region{}, 0, bus.Unavailable(err)
 	}
 	var r model.Region
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
@@ -266,19 +266,4 @@ func (s *Store) publish(ctx context.Context, ev model.Event, key string, rev uin
 	if err != nil {
 		s.log.Error("event not published", "type", ev.Type, "key", key, "err", err)
 	}
-}
-
-func isWrongRevision(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
-
-func unavailable(err error) error {
-	return model.Unavailable("NATS: %v", err)
 }

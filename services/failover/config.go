@@ -1,10 +1,7 @@
 package failover
 
 import (
-	"errors"
-
 	"github.com/mrlb/mrlb/shared/config"
-	"github.com/mrlb/mrlb/shared/model"
 )
 
 // Config is the failover manager's environment: NATS, ops, the failover
@@ -33,10 +30,7 @@ func (c Config) Validate() error {
 	if err := config.All(c.NATS, c.Ops, c.Failover); err != nil {
 		return err
 	}
-	if c.ID != "" && model.ValidateRegionName(c.ID) != nil {
-		return &config.VarError{Var: "FAILOVER_ID", Err: errors.New("must match ^[a-z0-9][a-z0-9-]{0,62}$")}
-	}
-	return nil
+	return config.ValidateReplicaID("FAILOVER_ID", c.ID)
 }
 
 // OpsConfig implements lifecycle.Config.

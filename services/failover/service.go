@@ -336,7 +336,7 @@ func (s *Service) decideOnce(ctx context.Context) time.Time {
 			return time.Time{}
 		}
 		if err := s.apply(ctx, c, revs[c.Region]); err != nil {
-			if !isWrongRevision(err) {
+			if !bus.IsWrongRevision(err) {
 				s.log.Warn("failover change not applied", "change", c.Kind.String(), "region", c.Region, "err", err)
 			}
 			return time.Now().Add(100 * time.Millisecond)

@@ -133,11 +133,11 @@ func (s *Service) Trigger(ctx context.Context, req model.FailoverTriggerRequest)
 		} else {
 			newRev, err = s.kvFailover.Update(ctx, req.FromRegion, data, rev)
 		}
-		if isWrongRevision(err) {
+		if bus.IsWrongRevision(err) {
 			continue
 		}
 		if err != nil {
-			return model.Failover{}, unavailable(err)
+			return model.Failover{}, bus.Unavailable(err)
 		}
 		s.cache.wrote(req.FromRegion, &rec, newRev)
 		if decide.Announced(prev, &rec) {
@@ -214,11 +214,11 @@ func (s *Service) Clear(ctx context.Context, req model.FailoverClearRequest) (st
 				Message: fmt.Sprintf("region %q has no active failover", req.FromRegion)}
 		}
 		err = s.kvFailover.Delete(ctx, req.FromRegion, jetstream.LastRevision(rev))
-		if isWrongRevision(err) {
+		if bus.IsWrongRevision(err) {
 			continue
 		}
 		if err != nil {
-			return struct{}{}, unavailable(err)
+			return struct{}{}, bus.Unavailable(err)
 		}
 		s.cache.wrote(req.FromRegion, nil, rev)
 		s.m.ended.WithLabelValues(cur.Reason, decide.WhyCleared).Inc()
@@ -252,7 +252,7 @@ func (s *Service) publishSettings(ctx context.Context) {
 		} else {
 			_, err = s.kvConfig.Create(ctx, bus.KeyFailoverSettings, data)
 		}
-		if isWrongRevision(err) {
+		if bus.IsWrongRevision(err) {
 			continue
 		}
 		if err != nil {
@@ -362,7 +362,7 @@ func getJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (boo
 		return false, 0, nil
 	}
 	if err != nil {
-		return false, 0, unavailable(err)
+		return false, 0, bus.Unavailable(err)
 	}
 	if err := json.Unmarshal(e.Value(), v); err != nil {
 		return false, 0, fmt.Errorf("decode %s: %w", key, err)
@@ -376,22 +376,7 @@ func exists(ctx context.Context, kv jetstream.KeyValue, key string) (bool, error
 		return false, nil
 	}
 	if err != nil {
-		return false, unavailable(err)
+		return false, bus.Unavailable(err)
 	}
 	return true, nil
-}
-
-func isWrongRevision(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
-
-func unavailable(err error) error {
-	return model.Unavailable("NATS: %v", err)
 }

@@ -1,10 +1,7 @@
 package healthchecker
 
 import (
-	"errors"
-
 	"github.com/mrlb/mrlb/shared/config"
-	"github.com/mrlb/mrlb/shared/model"
 )
 
 // Config is the health checker's configuration, read from the environment.
@@ -33,12 +30,7 @@ func (c Config) Validate() error {
 	if err := config.All(c.NATS, c.Ops, c.Health, c.RegionTLS); err != nil {
 		return err
 	}
-	if c.MemberID != "" {
-		if err := model.ValidateRegionName(c.MemberID); err != nil {
-			return &config.VarError{Var: "HEALTHCHECKER_ID", Err: errors.New("must match ^[a-z0-9][a-z0-9-]{0,62}$")}
-		}
-	}
-	return nil
+	return config.ValidateReplicaID("HEALTHCHECKER_ID", c.MemberID)
 }
 
 // OpsConfig implements lifecycle.Config.

@@ -105,6 +105,16 @@ func (c Ops) Level() (slog.Level, error) {
 	return l, nil
 }
 
+// ValidateReplicaID checks a replica name set in variable name: empty (the
+// hostname-pid default) or a name shaped like a region's, since it becomes
+// a KV key and a metric label.
+func ValidateReplicaID(name, id string) error {
+	if id != "" && model.ValidateRegionName(id) != nil {
+		return &VarError{Var: name, Err: errors.New("must match ^[a-z0-9][a-z0-9-]{0,62}$")}
+	}
+	return nil
+}
+
 // ValidateAddr checks a host:port listen address.
 func ValidateAddr(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
@@ -331,10 +341,8 @@ func (c Router) Validate() error {
 	if err := ValidateAddr(c.Addr); err != nil {
 		return &VarError{Var: "ROUTER_ADDR", Err: err}
 	}
-	if c.ID != "" {
-		if err := model.ValidateRegionName(c.ID); err != nil {
-			return &VarError{Var: "ROUTER_ID", Err: errors.New("must match ^[a-z0-9][a-z0-9-]{0,62}$")}
-		}
+	if err := ValidateReplicaID("ROUTER_ID", c.ID); err != nil {
+		return err
 	}
 	for name, d := range map[string]Duration{
 		"ROUTER_DIAL_TIMEOUT":            c.DialTimeout,

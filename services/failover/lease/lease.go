@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrlb/mrlb/shared/bus"
 )
 
 // KV is the part of jetstream.KeyValue the elector needs.
@@ -167,7 +169,7 @@ func (e *Elector) renew(ctx context.Context, rev, term uint64) {
 	if ctx.Err() != nil {
 		return
 	}
-	if lost(err) {
+	if bus.IsWrongRevision(err) {
 		e.log.Warn("lease taken over by another replica", "term", term, "err", err)
 		e.stepDown(rev)
 		return
@@ -205,7 +207,7 @@ func (e *Elector) campaign(ctx context.Context) {
 		// Free (never taken, released, or expired by the bucket's TTL).
 		rev, err := e.kv.Create(gctx, e.opts.Key, e.doc(0))
 		if err != nil {
-			if !lost(err) && ctx.Err() == nil {
+			if !bus.IsWrongRevision(err) && ctx.Err() == nil {
 				e.log.Warn("lease create failed", "err", err)
 			}
 			return
@@ -228,7 +230,7 @@ func (e *Elector) campaign(ctx context.Context) {
 		_ = json.Unmarshal(entry.Value(), &d)
 		rev, err := e.kv.Update(gctx, e.opts.Key, e.doc(0), entry.Revision())
 		if err != nil {
-			if !lost(err) && ctx.Err() == nil {
+			if !bus.IsWrongRevision(err) && ctx.Err() == nil {
 				e.log.Warn("lease take-over failed", "err", err)
 			}
 			return
@@ -244,7 +246,7 @@ func (e *Elector) win(ctx context.Context, rev uint64, sent time.Time) {
 	term := rev
 	if r, err := e.kv.Update(ctx, e.opts.Key, e.doc(term), rev); err == nil {
 		rev = r
-	} else if lost(err) {
+	} else if bus.IsWrongRevision(err) {
 		return
 	}
 	e.mu.Lock()
@@ -276,15 +278,6 @@ func (e *Elector) release() {
 	if e.opts.OnChange != nil {
 		e.opts.OnChange(false, term)
 	}
-}
-
-// lost reports a compare-and-swap that another writer won.
-func lost(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 // String is for logs.

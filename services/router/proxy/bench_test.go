@@ -45,6 +45,19 @@ func benchProxy(b testing.TB) *Proxy {
 	return New(tb, m, o, logging.Discard())
 }
 
+// wrkRequest is a GET as wrk sends it, from a loopback client.
+func wrkRequest() *fasthttp.RequestCtx {
+	var req fasthttp.Request
+	req.Header.SetMethod(fasthttp.MethodGet)
+	req.SetRequestURI("/bench?x=1")
+	req.Header.SetHost("lb.example")
+	req.Header.Set("User-Agent", "wrk")
+	req.Header.Set("Accept", "*/*")
+	ctx := new(fasthttp.RequestCtx)
+	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	return ctx
+}
+
 // The request path allocates nothing per request (pools only), so a busy
 // router does not make garbage for the collector to pause over.
 func TestHandleAllocatesNothing(t *testing.T) {
@@ -52,15 +65,10 @@ func TestHandleAllocatesNothing(t *testing.T) {
 		t.Skip("sync.Pool drops items under -race; make test runs this test without it")
 	}
 	p := benchProxy(t)
-	var ctx fasthttp.RequestCtx
-	var req fasthttp.Request
-	req.Header.SetMethod(fasthttp.MethodGet)
-	req.SetRequestURI("/bench?x=1")
-	req.Header.SetHost("lb.example")
-	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx := wrkRequest()
 	run := func() {
 		ctx.Response.Reset()
-		p.Handle(&ctx)
+		p.Handle(ctx)
 		if ctx.Response.StatusCode() != fasthttp.StatusOK {
 			t.Fatalf("status %d", ctx.Response.StatusCode())
 		}
@@ -93,17 +101,10 @@ func BenchmarkHandle(b *testing.B) {
 	b.ReportAllocs()
 	b.SetParallelism(16) // many connections in flight, as under wrk -c64
 	b.RunParallel(func(pb *testing.PB) {
-		var ctx fasthttp.RequestCtx
-		var req fasthttp.Request
-		req.Header.SetMethod(fasthttp.MethodGet)
-		req.SetRequestURI("/bench?x=1")
-		req.Header.SetHost("lb.example")
-		req.Header.Set("User-Agent", "wrk")
-		req.Header.Set("Accept", "*/*")
-		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+		ctx := wrkRequest()
 		for pb.Next() {
 			ctx.Response.Reset()
-			p.Handle(&ctx)
+			p.Handle(ctx)
 			if ctx.Response.StatusCode() != fasthttp.StatusOK || len(ctx.Response.Body()) == 0 {
 				b.Fatalf("status %d", ctx.Response.StatusCode())
 			}
@@ -114,14 +115,7 @@ func BenchmarkHandle(b *testing.B) {
 // BenchmarkHeaders is the header work of the request path without I/O:
 // copy, hop-by-hop removal, X-Forwarded-*, target, and the response side.
 func BenchmarkHeaders(b *testing.B) {
-	var ctx fasthttp.RequestCtx
-	var req fasthttp.Request
-	req.Header.SetMethod(fasthttp.MethodGet)
-	req.SetRequestURI("/bench?x=1")
-	req.Header.SetHost("lb.example")
-	req.Header.Set("User-Agent", "wrk")
-	req.Header.Set("Accept", "*/*")
-	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx := wrkRequest()
 	up, err := table.ParseEndpoint("b1", "http://127.0.0.1:9101/api")
 	if err != nil {
 		b.Fatal(err)
@@ -137,7 +131,7 @@ func BenchmarkHeaders(b *testing.B) {
 		ctx.Request.Header.CopyTo(&out.Header)
 		stripRequestHop(&out.Header, &ctx.Request.Header)
 		out.Header.SetProtocolBytes(strHTTP11)
-		setForwarded(&ctx, &out.Header)
+		setForwarded(ctx, &out.Header)
 		setTarget(&out.Header, up, requestURI(&ctx.Request))
 		ctx.Response.Reset()
 		resp.Header.CopyTo(&ctx.Response.Header)
