@@ -64,6 +64,9 @@ type Options struct {
 	BudgetWindow time.Duration
 	// ShutdownGrace bounds how long Shutdown waits for in-flight requests.
 	ShutdownGrace time.Duration
+	// DisableEventLoop serves every connection on the fasthttp path; by
+	// default (on Linux) plain requests take the event loop's fast path.
+	DisableEventLoop bool
 }
 
 // Defaults fills zero fields with the defaults.
@@ -113,6 +116,10 @@ type Proxy struct {
 	hijacked     map[net.Conn]struct{}
 	closing      bool
 	hijackWG     sync.WaitGroup
+
+	evMu    sync.Mutex
+	ev      *evEngine
+	stopped bool
 }
 
 // New builds the proxy over t.
@@ -143,8 +150,25 @@ func New(t *table.Table, m *metrics.Router, o Options, log *slog.Logger) *Proxy 
 	return p
 }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown: on Linux with a TCP
+// listener through the event loop (which hands what it does not handle to
+// the fasthttp server), else on the fasthttp server alone.
 func (p *Proxy) Serve(ln net.Listener) error {
+	p.evMu.Lock()
+	if p.stopped {
+		p.evMu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	e, ok, err := p.startEventLoop(ln)
+	p.ev = e
+	p.evMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("router serve: %w", err)
+	}
+	if ok {
+		return e.accept()
+	}
 	if err := p.srv.Serve(ln); err != nil {
 		return fmt.Errorf("router serve: %w", err)
 	}
@@ -154,7 +178,17 @@ func (p *Proxy) Serve(ln net.Listener) error {
 // Shutdown stops accepting, waits for in-flight requests (bounded by ctx),
 // then closes upgraded connections.
 func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.evMu.Lock()
+	p.stopped = true
+	e := p.ev
+	p.evMu.Unlock()
+	if e != nil {
+		e.stop(ctx)
+	}
 	err := p.srv.ShutdownWithContext(ctx)
+	if e != nil {
+		<-e.srvDone
+	}
 	p.hijackMu.Lock()
 	p.closing = true
 	for c := range p.hijacked {

@@ -1,0 +1,837 @@
+//go:build linux
+
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mrlb/mrlb/services/router/table"
+)
+
+// evClient is a client connection served by an event loop.
+type evClient struct {
+	l      *evLoop
+	fd     int
+	g      int32
+	ip     []byte // the client's address, for X-Forwarded-For
+	buf    []byte // read buffer, held only while there are unread bytes
+	off, n int    // buf[off:n] is read and not yet answered
+	events uint32 // the epoll interest in force
+	state  cState
+	out    []byte // answer bytes the socket has not taken yet
+	// serving is set while serve runs, so that finishing a request from
+	// inside it does not recurse.
+	serving    bool
+	eof        bool // the client half-closed after its request
+	closeAfter bool
+	deadline   int64
+
+	// The request in flight.
+	req           reqHead
+	reqLen        int // head and body
+	u             *evUpstream
+	snap          *table.Snapshot
+	up            *table.Upstream
+	tried         [maxAttempts]*table.Upstream
+	ntried        int
+	statusRetried bool
+	stale         int
+	start         time.Time
+}
+
+type cState uint8
+
+const (
+	cIdle     cState = iota // waiting for a request
+	cBusy                   // a request is in flight
+	cFlushing               // answered; the socket has not taken it all yet
+	cClosed
+)
+
+func (c *evClient) gen() int32 { return c.g }
+
+func (c *evClient) setEvents(ev uint32) {
+	if ev != c.events && c.fd >= 0 {
+		c.events = ev
+		c.l.modify(c, c.fd, ev)
+	}
+}
+
+func (c *evClient) idleDeadline() { c.deadline = c.l.now + int64(c.l.p.opts.IdleConnTimeout) }
+
+func (c *evClient) tick(now int64) {
+	if c.state == cIdle && now > c.deadline {
+		c.abort()
+	}
+}
+
+func (c *evClient) releaseBuf() {
+	if c.buf != nil {
+		c.l.putBuf(c.buf)
+		c.buf, c.off, c.n = nil, 0, 0
+	}
+}
+
+func (c *evClient) event(ev uint32) {
+	if ev&unix.EPOLLOUT != 0 {
+		c.flush()
+	}
+	if c.fd >= 0 && ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		c.readable(ev)
+	}
+}
+
+func (c *evClient) readable(ev uint32) {
+	if c.eof {
+		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			c.abort() // reset: nobody is left to answer
+		}
+		return
+	}
+	if c.buf == nil {
+		c.buf, c.off, c.n = c.l.getBuf(), 0, 0
+	}
+	if c.n == len(c.buf) {
+		// Busy with a full buffer of pipelined requests: read again once
+		// the one in flight is answered.
+		c.setEvents(c.events &^ unix.EPOLLIN)
+		return
+	}
+	n, e := rawRead(c.fd, c.buf[c.n:])
+	switch {
+	case e == unix.EAGAIN || e == unix.EINTR:
+		if c.state == cIdle && c.off == c.n {
+			c.releaseBuf()
+		}
+		return
+	case e != 0 || n == 0:
+		if c.state == cIdle || e != 0 {
+			c.abort()
+			return
+		}
+		// Half-closed after its request: answer it, then close.
+		c.eof, c.closeAfter = true, true
+		c.setEvents(c.events &^ unix.EPOLLIN)
+		return
+	}
+	c.n += n
+	if c.state == cIdle {
+		c.serve()
+	}
+}
+
+func (c *evClient) compact() {
+	c.n = copy(c.buf, c.buf[c.off:c.n])
+	c.off = 0
+}
+
+// serve starts the requests buffered in c, one at a time.
+func (c *evClient) serve() {
+	c.serving = true
+	defer func() { c.serving = false }()
+	for c.state == cIdle && c.off < c.n {
+		b := c.buf[c.off:c.n]
+		switch parseRequest(b, &c.req) {
+		case headIncomplete:
+			if c.n == len(c.buf) {
+				if c.off == 0 {
+					c.handoff() // a head this big is the fasthttp path's to judge
+					return
+				}
+				c.compact()
+			}
+			return
+		case headHandoff:
+			c.handoff()
+			return
+		}
+		cl := max(c.req.contentLength, 0)
+		if cl > int64(len(c.buf)-c.req.end) {
+			c.handoff() // a body too big to buffer streams on the fasthttp path
+			return
+		}
+		total := c.req.end + int(cl)
+		if len(b) < total {
+			if c.off+total > len(c.buf) {
+				c.compact()
+			}
+			return
+		}
+		c.reqLen = total
+		c.begin()
+	}
+	if c.state == cIdle && c.off == c.n {
+		c.releaseBuf()
+	}
+}
+
+// begin picks a region for the parsed request and sends it.
+func (c *evClient) begin() {
+	l, p := c.l, c.l.p
+	snap := p.table.Snapshot()
+	if !l.fast(snap) {
+		c.handoff()
+		return
+	}
+	up := snap.Pick()
+	if up == nil {
+		c.handoff() // the fasthttp path answers 503 and counts it
+		return
+	}
+	p.m.InFlight.Inc()
+	if snap.Panic {
+		p.notePanic(snap)
+	}
+	c.state = cBusy
+	c.snap, c.ntried, c.statusRetried, c.stale = snap, 0, false, 0
+	c.closeAfter = c.req.close || c.eof || l.e.closing.Load()
+	c.start = time.Now()
+	p.budget.Request(c.start)
+	c.attempt(up)
+}
+
+// attempt sends the request to up.
+func (c *evClient) attempt(up *table.Upstream) {
+	l := c.l
+	c.tried[c.ntried] = up
+	c.ntried++
+	c.up = up
+	if c.ntried > 1 || c.stale > 0 {
+		c.start = time.Now()
+	}
+	u, err := l.conn(up)
+	if err != nil {
+		if errors.Is(err, errHandoff) && c.ntried == 1 && c.stale == 0 {
+			l.p.m.InFlight.Dec()
+			c.state = cIdle
+			c.handoff()
+			return
+		}
+		if !errors.Is(err, errNotSent) {
+			err = fmt.Errorf("%w: %w", errNotSent, err)
+		}
+		c.upstreamFailed(nil, err)
+		return
+	}
+	u.c, c.u = c, u
+	b := c.buf[c.off:]
+	w := appendRequest(l.scratch[:0], b, &c.req, up.Host, up.PathPrefix, c.ip)
+	w = append(w, b[c.req.end:c.reqLen]...)
+	l.scratch = w[:0]
+	u.headerDeadline = l.now + int64(l.p.opts.ResponseHeaderTimeout)
+	if u.state == uDialing {
+		u.out = append(u.out[:0], w...)
+		return
+	}
+	u.send(w)
+}
+
+// upstreamFailed handles a failed attempt before any answer byte reached
+// the client: as the fasthttp path, a fresh connection for a stale one, a
+// retry elsewhere where safe, else the router's own error answer.
+func (c *evClient) upstreamFailed(u *evUpstream, err error) {
+	p := c.l.p
+	up := c.up
+	if u != nil {
+		u.close()
+	}
+	c.u = nil
+	if c.stale < 2 && (errors.Is(err, errStale) || (c.req.idempotent && errors.Is(err, errStaleRead))) {
+		c.stale++
+		c.ntried--
+		c.attempt(up)
+		return
+	}
+	if up.Metrics != nil {
+		up.Metrics.Request(0)
+	}
+	p.failure(up)
+	notSent := errors.Is(err, errNotSent)
+	timeout := errors.Is(err, errHeaderTimeout)
+	retry := false
+	switch {
+	case notSent:
+		retry = true // the body is buffered: any method may go elsewhere
+	case !c.statusRetried && c.req.idempotent:
+		retry = true
+		c.statusRetried = true
+	}
+	if retry && c.ntried < maxAttempts {
+		reason := "error"
+		if notSent {
+			reason = "connect"
+		} else if timeout {
+			reason = "timeout"
+		}
+		if alt := p.alternative(c.snap, c.tried[:c.ntried], up, reason); alt != nil {
+			c.attempt(alt)
+			return
+		}
+	}
+	p.log.Debug("proxy error", "region", up.Name, "err", err, "retry", retry)
+	switch {
+	case notSent:
+		p.m.NoRegion.Inc()
+		c.answerError(503, "Service Unavailable", bodyNoAnswer)
+	case timeout:
+		c.answerError(504, "Gateway Timeout", bodyTimeout)
+	default:
+		c.answerError(502, "Bad Gateway", bodyBadGW)
+	}
+}
+
+func (c *evClient) answerError(status int, reason string, body []byte) {
+	w := appendError(c.l.scratch[:0], status, reason, c.up.Name, body, c.closeAfter)
+	c.l.scratch = w[:0]
+	c.write(w)
+	if c.fd >= 0 {
+		c.answered()
+	}
+}
+
+// onHead handles the region's response head once it is buffered.
+func (c *evClient) onHead(u *evUpstream) {
+	p := c.l.p
+	r := &u.resp
+	for {
+		switch parseResponse(u.buf[:u.n], r) {
+		case headIncomplete:
+			if u.n == len(u.buf) {
+				c.upstreamFailed(u, errBadResponse)
+			}
+			return
+		case headInvalid:
+			c.upstreamFailed(u, errBadResponse)
+			return
+		}
+		if r.status >= 200 {
+			break
+		}
+		if r.status == 101 {
+			c.upstreamFailed(u, errBadResponse) // no upgrade was asked for
+			return
+		}
+		// Informational answers are dropped, as on the fasthttp path.
+		u.n = copy(u.buf, u.buf[r.end:u.n])
+		if u.n == 0 {
+			return
+		}
+	}
+	up := c.up
+	d := time.Since(c.start)
+	up.Latency.Observe(d)
+	status := r.status
+	if up.Metrics != nil {
+		up.Metrics.Latency.Observe(d.Seconds())
+		up.Metrics.Request(status)
+	}
+	if status >= 500 {
+		p.failure(up)
+	} else {
+		up.Success()
+	}
+	if (status == 502 || status == 503 || status == 504) && c.req.idempotent && !c.statusRetried && c.ntried < maxAttempts {
+		if alt := p.alternative(c.snap, c.tried[:c.ntried], up, "status"); alt != nil {
+			c.statusRetried = true
+			u.close() // the answer is discarded
+			c.u = nil
+			c.attempt(alt)
+			return
+		}
+	}
+	switch {
+	case r.bodyless(c.req.head):
+		u.framing, u.left = fLength, 0
+	case r.chunked:
+		u.framing, u.chunk = fChunked, chunkScanner{}
+	case r.contentLength >= 0:
+		u.framing, u.left = fLength, r.contentLength
+	default:
+		u.framing = fClose
+		c.closeAfter = true // the client sees the end as the close
+	}
+	u.keep = r.reusable() && u.framing != fClose
+	if c.l.e.closing.Load() {
+		c.closeAfter = true
+	}
+	body := u.buf[r.end:u.n]
+	take, done, ok := u.bodyTake(body)
+	if !ok {
+		c.upstreamFailed(u, errBadResponse)
+		return
+	}
+	w := appendResponse(c.l.scratch[:0], u.buf, r, up.Name, c.closeAfter)
+	w = append(w, body[:take]...)
+	c.l.scratch = w[:0]
+	if take < len(body) {
+		u.keep = false // bytes after the answer: the region broke framing
+	}
+	u.n = 0
+	u.state = uBody
+	c.write(w)
+	if c.fd >= 0 && done {
+		c.answered()
+	}
+}
+
+// relayBody passes on the body bytes read into u.buf.
+func (c *evClient) relayBody(u *evUpstream) {
+	take, done, ok := u.bodyTake(u.buf[:u.n])
+	if !ok {
+		c.abort()
+		return
+	}
+	if take < u.n {
+		u.keep = false
+	}
+	c.write(u.buf[:take])
+	u.n = 0
+	if c.fd >= 0 && done {
+		c.answered()
+	}
+}
+
+// write sends b to the client; what the socket does not take waits in
+// c.out, and the region is not read until it is gone.
+func (c *evClient) write(b []byte) {
+	if len(c.out) > 0 {
+		c.out = append(c.out, b...)
+		return
+	}
+	n, e := rawWrite(c.fd, b)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		n, e = 0, 0
+	}
+	if e != 0 {
+		c.abort()
+		return
+	}
+	if n < len(b) {
+		c.out = append(c.out[:0], b[n:]...)
+		c.setEvents(c.events | unix.EPOLLOUT)
+		if u := c.u; u != nil {
+			u.pause()
+		}
+	}
+}
+
+func (c *evClient) flush() {
+	if len(c.out) > 0 {
+		n, e := rawWrite(c.fd, c.out)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return
+		}
+		if e != 0 {
+			c.abort()
+			return
+		}
+		c.out = c.out[:copy(c.out, c.out[n:])]
+		if len(c.out) > 0 {
+			return
+		}
+	}
+	if cap(c.out) > 4*evBufSize {
+		c.out = nil
+	}
+	c.setEvents(c.events &^ unix.EPOLLOUT)
+	switch c.state {
+	case cFlushing:
+		c.finish()
+	case cBusy:
+		if u := c.u; u != nil {
+			u.resume()
+		}
+	}
+}
+
+// answered: the whole answer is written or queued; the region connection
+// goes back to its pool.
+func (c *evClient) answered() {
+	if u := c.u; u != nil {
+		c.u = nil
+		if u.keep {
+			u.release()
+		} else {
+			u.close()
+		}
+	}
+	c.l.p.m.InFlight.Dec()
+	c.state = cFlushing
+	if len(c.out) == 0 {
+		c.finish()
+	}
+}
+
+// finish readies c for its next request.
+func (c *evClient) finish() {
+	c.state = cIdle
+	if c.closeAfter {
+		c.abort()
+		return
+	}
+	c.off += c.reqLen
+	c.reqLen = 0
+	if c.off == c.n {
+		c.releaseBuf()
+	}
+	c.idleDeadline()
+	c.setEvents(unix.EPOLLIN)
+	if !c.serving {
+		c.serve()
+	}
+}
+
+// abort closes the client connection and whatever region connection its
+// request held.
+func (c *evClient) abort() {
+	if c.fd < 0 {
+		return
+	}
+	if c.state == cBusy {
+		c.l.p.m.InFlight.Dec()
+		if u := c.u; u != nil {
+			c.u = nil
+			u.close()
+		}
+	}
+	c.l.forget(c.fd)
+	_ = unix.Close(c.fd)
+	c.fd = -1
+	c.l.clients--
+	c.releaseBuf()
+	c.out = nil
+	c.state = cClosed
+}
+
+// errBadResponse is a region answer the router cannot relay.
+var errBadResponse = errors.New("invalid response from the region")
+
+type uState uint8
+
+const (
+	uDialing uState = iota
+	uIdle           // connected, in the pool or just dialled
+	uSending        // the request is partly written
+	uWaiting        // the request is written; waiting for the head
+	uBody           // relaying the body
+)
+
+type framing uint8
+
+const (
+	fLength framing = iota
+	fChunked
+	fClose
+)
+
+// evUpstream is a connection to a region, owned by one loop.
+type evUpstream struct {
+	l      *evLoop
+	fd     int
+	g      int32
+	pool   *evPool
+	c      *evClient // the client whose request it carries
+	state  uState
+	events uint32
+	buf    []byte
+	n      int
+	out    []byte // request bytes not yet written
+	reused bool
+	paused bool
+	inPool bool
+
+	resp    respHead
+	framing framing
+	left    int64
+	chunk   chunkScanner
+	keep    bool
+
+	dialDeadline   int64
+	headerDeadline int64
+	idleUntil      int64
+}
+
+func (u *evUpstream) gen() int32 { return u.g }
+
+func (u *evUpstream) setEvents(ev uint32) {
+	if ev != u.events && u.fd >= 0 {
+		u.events = ev
+		u.l.modify(u, u.fd, ev)
+	}
+}
+
+func (u *evUpstream) tick(now int64) {
+	switch {
+	case u.state == uDialing && now > u.dialDeadline:
+		u.fail(fmt.Errorf("%w: dial %s: timeout", errNotSent, u.pool.up.Addr))
+	case (u.state == uWaiting || u.state == uSending) && now > u.headerDeadline:
+		u.fail(errHeaderTimeout)
+	case u.state == uIdle && u.inPool && now > u.idleUntil:
+		u.close()
+	}
+}
+
+// fail ends the attempt u carries with err.
+func (u *evUpstream) fail(err error) {
+	if c := u.c; c != nil {
+		c.upstreamFailed(u, err)
+		return
+	}
+	u.close()
+}
+
+func (u *evUpstream) event(ev uint32) {
+	switch u.state {
+	case uDialing:
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		soerr, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soerr == 0 && ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			soerr = int(unix.ECONNREFUSED)
+		}
+		if err != nil || soerr != 0 {
+			u.fail(fmt.Errorf("%w: dial %s: %w", errNotSent, u.pool.up.Addr, syscall.Errno(soerr)))
+			return
+		}
+		u.state = uIdle
+		u.events = unix.EPOLLIN | unix.EPOLLOUT
+		u.setEvents(unix.EPOLLIN)
+		if u.c != nil {
+			w := u.out
+			u.out = u.out[:0]
+			u.send(w)
+		} else {
+			u.release()
+		}
+	case uIdle:
+		// An idle connection has nothing to say: the region closed it.
+		u.close()
+	case uSending:
+		if ev&unix.EPOLLOUT != 0 {
+			u.send(nil)
+		}
+		if u.fd >= 0 && u.c != nil && ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			u.readable() // the region answers before it read the whole request
+		}
+	default:
+		if u.paused {
+			if c := u.c; c != nil && ev&unix.EPOLLIN == 0 {
+				c.abort() // reset while the client was slow
+			}
+			return
+		}
+		u.readable()
+	}
+}
+
+// send writes w (nil: what is left of u.out) on u.
+func (u *evUpstream) send(w []byte) {
+	if w == nil {
+		w = u.out
+	}
+	n, e := rawWrite(u.fd, w)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		n, e = 0, 0
+	}
+	if e != 0 {
+		if u.state == uSending {
+			u.fail(fmt.Errorf("send request: %w", e)) // part of it went out
+		} else if u.reused {
+			u.fail(fmt.Errorf("%w: stale connection: %w", errStale, e))
+		} else {
+			u.fail(fmt.Errorf("%w: %w", errNotSent, e))
+		}
+		return
+	}
+	if n < len(w) {
+		u.out = append(u.out[:0], w[n:]...)
+		u.state = uSending
+		u.setEvents(unix.EPOLLIN | unix.EPOLLOUT)
+		return
+	}
+	u.out = u.out[:0]
+	u.state = uWaiting
+	u.setEvents(unix.EPOLLIN)
+}
+
+func (u *evUpstream) readable() {
+	c := u.c
+	if c == nil {
+		u.close()
+		return
+	}
+	if u.buf == nil {
+		u.buf = u.l.getBuf()
+	}
+	n, e := rawRead(u.fd, u.buf[u.n:])
+	switch {
+	case e == unix.EAGAIN || e == unix.EINTR:
+		return
+	case e != 0 || n == 0:
+		switch {
+		case u.state == uBody && u.framing == fClose && e == 0:
+			u.keep = false
+			c.answered() // a close-delimited body ends here
+		case u.state == uBody:
+			c.abort() // cut off mid-body: the client must not take it as whole
+		case u.n == 0 && u.reused:
+			u.fail(fmt.Errorf("%w: %w", errStaleRead, errnoOrEOF(e)))
+		default:
+			u.fail(fmt.Errorf("read response: %w", errnoOrEOF(e)))
+		}
+		return
+	}
+	u.n += n
+	if u.state == uBody {
+		c.relayBody(u)
+	} else {
+		c.onHead(u)
+	}
+}
+
+func errnoOrEOF(e unix.Errno) error {
+	if e == 0 {
+		return errUnexpectedClose
+	}
+	return e
+}
+
+var errUnexpectedClose = errors.New("connection closed by the region")
+
+// bodyTake tells how many bytes of b belong to the body and whether it
+// ended there.
+func (u *evUpstream) bodyTake(b []byte) (n int, done, ok bool) {
+	switch u.framing {
+	case fChunked:
+		return u.chunk.scan(b)
+	case fClose:
+		return len(b), false, true
+	}
+	k := min(int64(len(b)), u.left)
+	u.left -= k
+	return int(k), u.left == 0, true
+}
+
+func (u *evUpstream) pause() {
+	if u.state == uBody && !u.paused {
+		u.paused = true
+		u.setEvents(0)
+	}
+}
+
+func (u *evUpstream) resume() {
+	if u.paused {
+		u.paused = false
+		u.setEvents(unix.EPOLLIN)
+	}
+}
+
+// release puts u back in its pool, or closes it when the pool is full.
+func (u *evUpstream) release() {
+	pool := u.pool
+	if len(pool.idle) >= pool.keep || u.l.e.closing.Load() || u.n != 0 || len(u.out) != 0 {
+		u.close()
+		return
+	}
+	u.state, u.c = uIdle, nil
+	u.paused = false
+	u.setEvents(unix.EPOLLIN)
+	if u.buf != nil {
+		u.l.putBuf(u.buf)
+		u.buf = nil
+	}
+	u.idleUntil = u.l.now + int64(u.l.p.opts.IdleConnTimeout)
+	u.inPool = true
+	pool.idle = append(pool.idle, u)
+}
+
+func (u *evUpstream) close() {
+	if u.fd < 0 {
+		return
+	}
+	if u.inPool {
+		if i := slices.Index(u.pool.idle, u); i >= 0 {
+			u.pool.idle = slices.Delete(u.pool.idle, i, i+1)
+		}
+		u.inPool = false
+	}
+	u.l.forget(u.fd)
+	_ = unix.Close(u.fd)
+	u.fd = -1
+	u.pool.open--
+	if u.buf != nil {
+		u.l.putBuf(u.buf)
+		u.buf = nil
+	}
+	u.c = nil
+}
+
+// handoffListener hands the connections the event loop gives up on to the
+// fasthttp server, which tracks them for shutdown as its own.
+type handoffListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn, 256), done: make(chan struct{})}
+}
+
+func (h *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.ch:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoffListener) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+func (h *handoffListener) Addr() net.Addr { return h.addr }
+
+func (h *handoffListener) give(c net.Conn) {
+	select {
+	case h.ch <- c:
+	case <-h.done:
+		_ = c.Close()
+	}
+}
+
+// prefixConn is a handed-off connection: the bytes the loop had read come
+// first.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b) //nolint:wrapcheck // fasthttp compares with io.EOF
+}
+
+// CloseWrite half-closes, for upgraded connections.
+func (c *prefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

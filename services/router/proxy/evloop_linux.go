@@ -1,0 +1,535 @@
+//go:build linux
+
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mrlb/mrlb/services/router/table"
+)
+
+// The event loop is the router's fast path for plain HTTP/1.1 traffic to
+// plain-http regions: a few locked threads, each with its own epoll set
+// (level-triggered), client connections and keep-alive pools. A request
+// costs one read and one write on each side and no goroutine hand-off,
+// which is what lets the router stand beside HAProxy on two cores.
+//
+// It handles what is common and simple: origin-form requests with a
+// Content-Length body small enough to buffer (so any retry can re-send it),
+// to regions dialled by IP address. Anything else (WebSocket and other
+// upgrades, chunked or large uploads, Expect, HTTP/1.0, TLS regions,
+// regions named by DNS, heads it is not sure of) hands the connection, with
+// the bytes already read, to the fasthttp path, which serves it from then
+// on. Responses of any size and framing (Content-Length, chunked,
+// close-delimited, SSE) are relayed as they arrive, with backpressure.
+
+const (
+	evBufSize = 16 << 10 // read buffer of a connection while it is busy
+	evTick    = 100 * time.Millisecond
+	evMaxBufs = 1024 // free buffers kept per loop
+)
+
+// evEngine owns the loops and the accept goroutine.
+type evEngine struct {
+	p       *Proxy
+	loops   []*evLoop
+	ln      *net.TCPListener
+	base    time.Time
+	closing atomic.Bool
+	force   atomic.Bool
+	loopsWG sync.WaitGroup
+	next    atomic.Uint32
+	handoff *handoffListener
+	srvDone chan struct{}
+	// lnfd is the listener's descriptor, in every loop's epoll set until
+	// shutdown; lnReleased is closed once no loop uses it.
+	lnfd       int
+	lnWG       sync.WaitGroup
+	lnReleased chan struct{}
+}
+
+// evHandler is a registered descriptor: a client or a region connection.
+type evHandler interface {
+	event(ev uint32)
+	tick(now int64)
+	gen() int32
+}
+
+type evLoop struct {
+	e      *evEngine
+	p      *Proxy
+	epfd   int
+	wakefd int
+	fds    []evHandler // by descriptor
+	gens   int32
+
+	listening  bool
+	relistenAt int64
+
+	bufs    [][]byte
+	scratch []byte
+	events  []unix.EpollEvent
+	pools   map[*table.Upstream]*evPool
+	clients int
+
+	snap   *table.Snapshot
+	snapOK bool
+
+	now      int64 // monotonic ns since e.base, updated per wake-up
+	lastScan int64
+	done     bool
+}
+
+// startEventLoop serves ln with the event loop; ok is false when it cannot
+// (not a TCP listener), and the caller serves with fasthttp instead.
+func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
+	tl, isTCP := ln.(*net.TCPListener)
+	if !isTCP || p.opts.DisableEventLoop {
+		return nil, false, nil
+	}
+	e := &evEngine{p: p, ln: tl, base: time.Now(), srvDone: make(chan struct{}), lnReleased: make(chan struct{})}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil, false, fmt.Errorf("router listener: %w", err)
+	}
+	if err := rc.Control(func(fd uintptr) { e.lnfd = int(fd) }); err != nil {
+		return nil, false, fmt.Errorf("router listener: %w", err)
+	}
+	e.handoff = newHandoffListener(tl.Addr())
+	n := runtime.GOMAXPROCS(0)
+	for range n {
+		l, err := newLoop(e)
+		if err == nil {
+			if err = l.listen(); err != nil {
+				l.closeFDs()
+			}
+		}
+		if err != nil {
+			for _, l := range e.loops {
+				l.closeFDs()
+			}
+			return nil, false, err
+		}
+		e.loops = append(e.loops, l)
+	}
+	go func() {
+		defer close(e.srvDone)
+		_ = p.srv.Serve(e.handoff)
+	}()
+	for _, l := range e.loops {
+		e.loopsWG.Add(1)
+		e.lnWG.Add(1)
+		go l.run()
+	}
+	go func() {
+		e.lnWG.Wait()
+		close(e.lnReleased)
+	}()
+	return e, true, nil
+}
+
+func newLoop(e *evEngine) (*evLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	l := &evLoop{e: e, p: e.p, epfd: epfd, wakefd: wfd, events: make([]unix.EpollEvent, 256), pools: map[*table.Upstream]*evPool{}, scratch: make([]byte, 0, 2*evBufSize)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wfd)}); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+	}
+	return l, nil
+}
+
+func (l *evLoop) closeFDs() {
+	_ = unix.Close(l.wakefd)
+	_ = unix.Close(l.epfd)
+}
+
+// accept waits until the loops let go of the listener (each accepts on it
+// from its own epoll set), then closes it.
+func (e *evEngine) accept() error {
+	<-e.lnReleased
+	if err := e.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("router listener: %w", err)
+	}
+	return nil
+}
+
+// acceptConns takes the connections waiting on the listener.
+func (l *evLoop) acceptConns() {
+	for range 16 {
+		nfd, sa, err := unix.Accept4(l.e.lnfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EAGAIN):
+			return
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+			continue
+		default:
+			// Out of descriptors or memory: stop listening for a while
+			// (level-triggered, the listener would wake the loop at once).
+			l.p.log.Warn("router accept", "err", err, "retry_in", evTick)
+			l.dropListener()
+			l.relistenAt = l.now + int64(evTick)
+			return
+		}
+		_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		c := &evClient{l: l, fd: nfd, g: l.nextGen(), ip: sockaddrIP(sa), events: unix.EPOLLIN}
+		if err := l.register(c, nfd, unix.EPOLLIN); err != nil {
+			_ = unix.Close(nfd)
+			continue
+		}
+		l.clients++
+		c.idleDeadline()
+	}
+}
+
+func (l *evLoop) listen() error {
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.e.lnfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.e.lnfd), Pad: -1}); err != nil {
+		return fmt.Errorf("epoll_ctl listener: %w", err)
+	}
+	l.listening = true
+	return nil
+}
+
+func (l *evLoop) dropListener() {
+	if l.listening {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.e.lnfd, nil)
+		l.listening = false
+	}
+}
+
+func sockaddrIP(sa unix.Sockaddr) []byte {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(a.Addr).AppendTo(nil)
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(a.Addr).Unmap().AppendTo(nil)
+	}
+	return []byte("unknown")
+}
+
+func (l *evLoop) wake() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(l.wakefd, one[:])
+}
+
+// stop ends the event loop: no new connections, idle ones closed, busy
+// ones closed once answered, all of them closed when ctx ends. Handed-off
+// connections are the fasthttp server's to finish.
+func (e *evEngine) stop(ctx context.Context) {
+	e.shutdown(false)
+	done := make(chan struct{})
+	go func() {
+		e.loopsWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		e.shutdown(true)
+		<-done
+	}
+	_ = e.handoff.Close()
+}
+
+// shutdown asks every loop to close its idle connections and to stop once
+// the busy ones are answered; with force it closes everything at once.
+func (e *evEngine) shutdown(force bool) {
+	e.closing.Store(true)
+	if force {
+		e.force.Store(true)
+	}
+	for _, l := range e.loops {
+		l.wake()
+	}
+}
+
+func (l *evLoop) run() {
+	defer l.e.loopsWG.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer l.closeFDs()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			l.dropListener()
+			l.e.lnWG.Done()
+		}
+	}
+	defer release()
+	for !l.done {
+		n, err := unix.EpollWait(l.epfd, l.events, int(evTick/time.Millisecond))
+		l.now = int64(time.Since(l.e.base))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			l.p.log.Error("epoll_wait", "err", err)
+			n = 0
+		}
+		for i := range max(n, 0) {
+			ev := &l.events[i]
+			fd := int(ev.Fd)
+			switch {
+			case fd == l.wakefd:
+				l.woken()
+				continue
+			case ev.Pad == -1:
+				if !l.e.closing.Load() {
+					l.acceptConns()
+				}
+				continue
+			}
+			if fd < len(l.fds) {
+				if h := l.fds[fd]; h != nil && h.gen() == ev.Pad {
+					h.event(ev.Events)
+				}
+			}
+		}
+		if l.e.closing.Load() {
+			release()
+		}
+		if l.now-l.lastScan >= int64(evTick) || l.e.closing.Load() {
+			l.lastScan = l.now
+			l.scan()
+		}
+	}
+}
+
+func (l *evLoop) woken() {
+	var b [8]byte
+	_, _ = unix.Read(l.wakefd, b[:])
+}
+
+func (l *evLoop) register(h evHandler, fd int, events uint32) error {
+	for fd >= len(l.fds) {
+		l.fds = append(l.fds, make([]evHandler, max(64, len(l.fds)))...)
+	}
+	l.fds[fd] = h
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd), Pad: h.gen()}); err != nil {
+		l.fds[fd] = nil
+		return fmt.Errorf("epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+func (l *evLoop) modify(h evHandler, fd int, events uint32) {
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd), Pad: h.gen()})
+}
+
+// forget removes fd from the loop; the caller closes it.
+func (l *evLoop) forget(fd int) {
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	l.fds[fd] = nil
+}
+
+func (l *evLoop) nextGen() int32 {
+	l.gens++
+	return l.gens
+}
+
+func (l *evLoop) getBuf() []byte {
+	if n := len(l.bufs); n > 0 {
+		b := l.bufs[n-1]
+		l.bufs = l.bufs[:n-1]
+		return b
+	}
+	return make([]byte, evBufSize)
+}
+
+func (l *evLoop) putBuf(b []byte) {
+	if cap(b) == evBufSize && len(l.bufs) < evMaxBufs {
+		l.bufs = append(l.bufs, b[:evBufSize])
+	}
+}
+
+// scan runs the timers and, when shutting down, closes idle clients.
+func (l *evLoop) scan() {
+	closing := l.e.closing.Load()
+	force := l.e.force.Load()
+	if !l.listening && !closing && l.relistenAt != 0 && l.now >= l.relistenAt {
+		l.relistenAt = 0
+		if err := l.listen(); err != nil {
+			l.relistenAt = l.now + int64(evTick)
+		}
+	}
+	for _, h := range l.fds {
+		if h == nil {
+			continue
+		}
+		if c, ok := h.(*evClient); ok && closing && (force || c.state == cIdle) {
+			c.abort()
+			continue
+		}
+		h.tick(l.now)
+	}
+	for up, pool := range l.pools {
+		if pool.open == 0 {
+			delete(l.pools, up)
+		}
+	}
+	if closing && l.clients == 0 {
+		for _, h := range l.fds {
+			if u, ok := h.(*evUpstream); ok {
+				u.close()
+			}
+		}
+		l.done = true
+	}
+}
+
+// fast reports whether every candidate of snap can be served here: plain
+// http, dialled by IP. It is computed once per snapshot.
+func (l *evLoop) fast(snap *table.Snapshot) bool {
+	if snap == l.snap {
+		return l.snapOK
+	}
+	ok := true
+	for _, up := range snap.Candidates {
+		if l.pool(up) == nil {
+			ok = false
+			break
+		}
+	}
+	l.snap, l.snapOK = snap, ok
+	return ok
+}
+
+// evPool is one loop's keep-alive connections to one region.
+type evPool struct {
+	up   *table.Upstream
+	sa   unix.Sockaddr
+	idle []*evUpstream
+	open int
+	max  int
+	keep int
+}
+
+func (l *evLoop) pool(up *table.Upstream) *evPool {
+	if p, ok := l.pools[up]; ok {
+		return p
+	}
+	if up.TLS {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(up.Addr)
+	if err != nil {
+		return nil
+	}
+	var sa unix.Sockaddr
+	if a := ap.Addr().Unmap(); a.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+	}
+	n := len(l.e.loops)
+	p := &evPool{up: up, sa: sa, max: max(1, l.p.opts.MaxConnsPerRegion/n), keep: max(1, l.p.opts.MaxIdleConnsPerRegion/n)}
+	l.pools[up] = p
+	return p
+}
+
+// conn returns an idle connection to up, or a new one being dialled; nil
+// when the region refused it at once or the pool is full (err says which).
+func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
+	pool := l.pool(up)
+	if pool == nil {
+		return nil, errHandoff
+	}
+	if n := len(pool.idle); n > 0 {
+		u := pool.idle[n-1]
+		pool.idle = pool.idle[:n-1]
+		u.reused = true
+		return u, nil
+	}
+	if pool.open >= pool.max {
+		return nil, errHandoff
+	}
+	family := unix.AF_INET
+	if _, ok := pool.sa.(*unix.SockaddrInet6); ok {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: socket: %w", errNotSent, err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	u := &evUpstream{l: l, fd: fd, pool: pool, g: l.nextGen(), state: uDialing, events: unix.EPOLLIN | unix.EPOLLOUT}
+	err = unix.Connect(fd, pool.sa)
+	switch {
+	case err == nil:
+		u.state, u.events = uIdle, unix.EPOLLIN
+	case errors.Is(err, unix.EINPROGRESS):
+	default:
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("%w: dial %s: %w", errNotSent, up.Addr, err)
+	}
+	if err := l.register(u, fd, u.events); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	u.dialDeadline = l.now + int64(l.p.opts.DialTimeout)
+	pool.open++
+	return u, nil
+}
+
+// errHandoff: the fasthttp path must serve this request.
+var errHandoff = errors.New("handed to the fasthttp path")
+
+// rawRead and rawWrite are non-blocking socket calls; RawSyscall skips the
+// scheduler's syscall bookkeeping, which is safe because they never block.
+func rawRead(fd int, b []byte) (int, unix.Errno) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+func rawWrite(fd int, b []byte) (int, unix.Errno) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+// handoff gives c to the fasthttp path with the bytes it has buffered.
+func (c *evClient) handoff() {
+	l := c.l
+	l.forget(c.fd)
+	l.clients--
+	pre := append([]byte(nil), c.buf[c.off:c.n]...)
+	c.releaseBuf()
+	f := os.NewFile(uintptr(c.fd), "client")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		l.p.log.Debug("handoff", "err", err)
+		return
+	}
+	l.e.handoff.give(&prefixConn{Conn: nc, pre: pre})
+}

@@ -1,0 +1,626 @@
+package proxy
+
+import (
+	"bytes"
+)
+
+// This file is the event loop's HTTP/1.1 framing: a strict parser for the
+// request and response heads it proxies itself, and the writers of the heads
+// it sends on. Anything it is not sure of (another version, absolute-form
+// targets, Transfer-Encoding or Upgrade on a request, obs-fold, odd bytes)
+// makes parseRequest answer headHandoff, and the connection is served by the
+// fasthttp path from then on, which has the full parser. Strictness here is
+// what keeps request smuggling out: the router and the region must agree on
+// where every request ends.
+
+// headStatus is what a parse found.
+type headStatus uint8
+
+const (
+	headIncomplete headStatus = iota // need more bytes
+	headOK
+	headHandoff // valid or not, the fasthttp path must judge it
+	headInvalid // a region's answer that cannot be relayed
+)
+
+// maxHeaders bounds the headers of one head the event loop handles.
+const maxHeaders = 64
+
+type span struct{ lo, hi int32 }
+
+func (s span) of(b []byte) []byte { return b[s.lo:s.hi] }
+
+type header struct{ name, value span }
+
+// reqHead is a parsed request head; spans index the buffer it was parsed
+// from, which stays put until the request is answered.
+type reqHead struct {
+	end           int // bytes of the head, CRLFCRLF included
+	method        span
+	uri           span
+	host          span
+	contentLength int64
+	hdrs          [maxHeaders]header
+	nh            int
+	xff           [4]span // earlier X-Forwarded-For values, in order
+	nxff          int
+	close         bool // the client asked to close after the answer
+	idempotent    bool
+	head          bool
+}
+
+// respHead is a parsed response head.
+type respHead struct {
+	end           int
+	status        int
+	reason        span // "200 OK": code and reason phrase
+	contentLength int64
+	hdrs          [maxHeaders]header
+	nh            int
+	conn          [8]span // header names the region listed in Connection
+	nconn         int
+	chunked       bool
+	te            bool
+	close         bool
+	http10        bool
+	keepAlive     bool // HTTP/1.0 with Connection: keep-alive
+}
+
+func isTokenChar(c byte) bool { return tokenTable[c] }
+
+var tokenTable = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range []byte("!#$%&'*+-.^_`|~") {
+		t[c] = true
+	}
+	return t
+}()
+
+// isValueChar: visible ASCII, space, tab and obs-text; no controls.
+func isValueChar(c byte) bool { return c == '\t' || (c >= 0x20 && c != 0x7f) }
+
+// line returns the end of the CRLF-terminated line starting at i (the index
+// of its CR), -1 when the line is incomplete, -2 for a bare LF.
+func line(b []byte, i int) int {
+	j := bytes.IndexByte(b[i:], '\n')
+	if j < 0 {
+		return -1
+	}
+	j += i
+	if j == i || b[j-1] != '\r' {
+		return -2
+	}
+	return j - 1
+}
+
+// parseHeaders reads header lines from i until the empty line; it returns
+// the head's end or a status. fn sees each header; false stops with handoff
+// (requests) or invalid (responses), as fail says.
+func parseHeaders(b []byte, i int, hdrs *[maxHeaders]header, nh *int, fail headStatus) (int, headStatus) {
+	for {
+		e := line(b, i)
+		switch e {
+		case -1:
+			return 0, headIncomplete
+		case -2:
+			return 0, fail
+		}
+		if e == i {
+			return e + 2, headOK
+		}
+		if *nh == maxHeaders {
+			return 0, fail
+		}
+		// name ":" OWS value OWS
+		n := i
+		for n < e && isTokenChar(b[n]) {
+			n++
+		}
+		if n == i || n == e || b[n] != ':' {
+			return 0, fail // empty name, space before colon, obs-fold
+		}
+		v := n + 1
+		for v < e && (b[v] == ' ' || b[v] == '\t') {
+			v++
+		}
+		ve := e
+		for ve > v && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+			ve--
+		}
+		for k := v; k < ve; k++ {
+			if !isValueChar(b[k]) {
+				return 0, fail
+			}
+		}
+		hdrs[*nh] = header{name: span{int32(i), int32(n)}, value: span{int32(v), int32(ve)}}
+		*nh++
+		i = e + 2
+	}
+}
+
+// parseContentLength reads a Content-Length value: digits only, bounded.
+func parseContentLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+func eqFold(a []byte, b string) bool {
+	return len(a) == len(b) && bytes.EqualFold(a, []byte(b))
+}
+
+// tokens calls fn with each comma-separated, trimmed token of v.
+func tokens(v []byte, fn func(tok []byte) bool) bool {
+	for len(v) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			tok, v = v[:i], v[i+1:]
+		} else {
+			tok, v = v, nil
+		}
+		tok = bytes.TrimSpace(tok)
+		if len(tok) > 0 && !fn(tok) {
+			return false
+		}
+	}
+	return true
+}
+
+// parseRequest parses the request head at the start of b.
+func parseRequest(b []byte, r *reqHead) headStatus {
+	e := line(b, 0)
+	switch e {
+	case -1:
+		if len(b) > 8<<10 {
+			return headHandoff
+		}
+		return headIncomplete
+	case -2:
+		return headHandoff
+	}
+	// method SP origin-form SP HTTP/1.1
+	m := 0
+	for m < e && isTokenChar(b[m]) {
+		m++
+	}
+	if m == 0 || m >= e || b[m] != ' ' {
+		return headHandoff
+	}
+	u := m + 1
+	if u >= e || b[u] != '/' {
+		return headHandoff // absolute-form, authority-form, "*"
+	}
+	ue := u
+	for ue < e && b[ue] > 0x20 && b[ue] < 0x7f {
+		ue++
+	}
+	if ue == e || b[ue] != ' ' || string(b[ue+1:e]) != "HTTP/1.1" {
+		return headHandoff
+	}
+	*r = reqHead{method: span{0, int32(m)}, uri: span{int32(u), int32(ue)}, contentLength: -1}
+	end, st := parseHeaders(b, e+2, &r.hdrs, &r.nh, headHandoff)
+	if st != headOK {
+		return st
+	}
+	r.end = end
+	hosts := 0
+	for i := range r.nh {
+		h := &r.hdrs[i]
+		name, val := h.name.of(b), h.value.of(b)
+		switch len(name) {
+		case 4:
+			if eqFold(name, "host") {
+				hosts++
+				r.host = h.value
+			}
+		case 6:
+			if eqFold(name, "expect") {
+				return headHandoff
+			}
+		case 7:
+			if eqFold(name, "upgrade") {
+				return headHandoff
+			}
+		case 10:
+			if eqFold(name, "connection") {
+				if !tokens(val, func(tok []byte) bool {
+					switch {
+					case eqFold(tok, "close"):
+						r.close = true
+					case eqFold(tok, "keep-alive"):
+					default:
+						return false // names a header to drop, or upgrade
+					}
+					return true
+				}) {
+					return headHandoff
+				}
+			}
+		case 14:
+			if eqFold(name, "content-length") {
+				n, ok := parseContentLength(val)
+				if !ok || r.contentLength >= 0 {
+					return headHandoff
+				}
+				r.contentLength = n
+			}
+		case 15:
+			if eqFold(name, "x-forwarded-for") && len(val) > 0 {
+				if r.nxff == len(r.xff) {
+					return headHandoff
+				}
+				r.xff[r.nxff] = h.value
+				r.nxff++
+			}
+		case 17:
+			if eqFold(name, "transfer-encoding") {
+				return headHandoff
+			}
+		}
+	}
+	if hosts != 1 {
+		return headHandoff
+	}
+	method := r.method.of(b)
+	switch string(method) {
+	case "GET", "PUT", "DELETE", "OPTIONS", "TRACE":
+		r.idempotent = true
+	case "HEAD":
+		r.idempotent, r.head = true, true
+	}
+	return headOK
+}
+
+// appendRequest writes the request as it goes to up: the endpoint's path
+// prefix, Host = the region's host, hop-by-hop and client-sent forwarding
+// headers dropped, X-Forwarded-* set; the body follows unchanged.
+func appendRequest(dst, b []byte, r *reqHead, host, prefix string, client []byte) []byte {
+	dst = append(dst, r.method.of(b)...)
+	dst = append(dst, ' ')
+	dst = append(dst, prefix...)
+	dst = append(dst, r.uri.of(b)...)
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, host...)
+	dst = append(dst, "\r\n"...)
+	for i := range r.nh {
+		h := &r.hdrs[i]
+		name := h.name.of(b)
+		if isHopHeader(name) || isForwardingHeader(name) || eqFold(name, "host") {
+			continue
+		}
+		dst = append(dst, name...)
+		dst = append(dst, ": "...)
+		dst = append(dst, h.value.of(b)...)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "X-Forwarded-For: "...)
+	for i := range r.nxff {
+		dst = append(dst, r.xff[i].of(b)...)
+		dst = append(dst, ", "...)
+	}
+	dst = append(dst, client...)
+	dst = append(dst, "\r\nX-Forwarded-Host: "...)
+	dst = append(dst, r.host.of(b)...)
+	dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n\r\n"...)
+	return dst
+}
+
+func isForwardingHeader(name []byte) bool {
+	switch len(name) {
+	case 15:
+		return eqFold(name, "x-forwarded-for")
+	case 16:
+		return eqFold(name, "x-forwarded-host")
+	case 17:
+		return eqFold(name, "x-forwarded-proto")
+	}
+	return false
+}
+
+// parseResponse parses a region's response head at the start of b.
+func parseResponse(b []byte, r *respHead) headStatus {
+	e := line(b, 0)
+	switch e {
+	case -1:
+		return headIncomplete
+	case -2:
+		return headInvalid
+	}
+	// HTTP/1.x SP 3DIGIT [SP reason]
+	if e < 12 || string(b[:7]) != "HTTP/1." || (b[7] != '1' && b[7] != '0') || b[8] != ' ' {
+		return headInvalid
+	}
+	status := 0
+	for _, c := range b[9:12] {
+		if c < '0' || c > '9' {
+			return headInvalid
+		}
+		status = status*10 + int(c-'0')
+	}
+	if status < 100 || (e > 12 && b[12] != ' ') {
+		return headInvalid
+	}
+	for k := 12; k < e; k++ {
+		if !isValueChar(b[k]) {
+			return headInvalid
+		}
+	}
+	*r = respHead{status: status, reason: span{9, int32(e)}, contentLength: -1, http10: b[7] == '0'}
+	end, st := parseHeaders(b, e+2, &r.hdrs, &r.nh, headInvalid)
+	if st != headOK {
+		return st
+	}
+	r.end = end
+	for i := range r.nh {
+		h := &r.hdrs[i]
+		name, val := h.name.of(b), h.value.of(b)
+		switch len(name) {
+		case 10:
+			if eqFold(name, "connection") {
+				if !tokens(val, func(tok []byte) bool {
+					switch {
+					case eqFold(tok, "close"):
+						r.close = true
+					case eqFold(tok, "keep-alive"):
+						r.keepAlive = true
+					default:
+						if r.nconn == len(r.conn) {
+							return false
+						}
+						off := h.value.lo + int32(cap(val)-cap(tok)) // tok is a subslice of val
+						r.conn[r.nconn] = span{off, off + int32(len(tok))}
+						r.nconn++
+					}
+					return true
+				}) {
+					return headInvalid
+				}
+			}
+		case 14:
+			if eqFold(name, "content-length") {
+				n, ok := parseContentLength(val)
+				if !ok || (r.contentLength >= 0 && r.contentLength != n) {
+					return headInvalid
+				}
+				r.contentLength = n
+			}
+		case 17:
+			if eqFold(name, "transfer-encoding") {
+				r.te = true
+				last := val
+				if i := bytes.LastIndexByte(val, ','); i >= 0 {
+					last = bytes.TrimSpace(val[i+1:])
+				}
+				r.chunked = eqFold(last, "chunked")
+			}
+		}
+	}
+	if r.te {
+		r.contentLength = -1 // Transfer-Encoding overrides Content-Length
+	}
+	return headOK
+}
+
+// bodyless reports a response that has no body whatever its headers say.
+func (r *respHead) bodyless(head bool) bool {
+	return head || r.status < 200 || r.status == 204 || r.status == 304
+}
+
+// reusable reports whether the region's connection may carry another
+// request after this response (which must be framed, not close-delimited).
+func (r *respHead) reusable() bool {
+	if r.close {
+		return false
+	}
+	return !r.http10 || r.keepAlive
+}
+
+// appendResponse writes the region's response head as the client gets it:
+// hop-by-hop headers dropped (Transfer-Encoding kept, the body is relayed
+// in the region's framing), X-LB-Region set, Connection: close if asked.
+func appendResponse(dst, b []byte, r *respHead, region string, closeConn bool) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = append(dst, r.reason.of(b)...)
+	dst = append(dst, "\r\n"...)
+	for i := range r.nh {
+		h := &r.hdrs[i]
+		name := h.name.of(b)
+		if isHopHeader(name) {
+			if !r.te || !eqFold(name, "transfer-encoding") {
+				continue
+			}
+		}
+		if (r.te && eqFold(name, "content-length")) || eqFold(name, "x-lb-region") || r.named(b, name) {
+			continue
+		}
+		dst = append(dst, name...)
+		dst = append(dst, ": "...)
+		dst = append(dst, h.value.of(b)...)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "X-LB-Region: "...)
+	dst = append(dst, region...)
+	if closeConn {
+		dst = append(dst, "\r\nConnection: close"...)
+	}
+	return append(dst, "\r\n\r\n"...)
+}
+
+// named reports whether the region's Connection header listed name.
+func (r *respHead) named(b, name []byte) bool {
+	for i := range r.nconn {
+		if bytes.EqualFold(r.conn[i].of(b), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendError writes one of the router's own JSON error answers.
+func appendError(dst []byte, status int, reason string, region string, body []byte, closeConn bool) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = appendInt(dst, int64(status))
+	dst = append(dst, ' ')
+	dst = append(dst, reason...)
+	dst = append(dst, "\r\nContent-Type: application/json\r\n"...)
+	if region != "" {
+		dst = append(dst, "X-LB-Region: "...)
+		dst = append(dst, region...)
+		dst = append(dst, "\r\n"...)
+	}
+	if closeConn {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
+	dst = append(dst, "Content-Length: "...)
+	dst = appendInt(dst, int64(len(body)))
+	dst = append(dst, "\r\n\r\n"...)
+	return append(dst, body...)
+}
+
+func appendInt(dst []byte, n int64) []byte {
+	var a [20]byte
+	i := len(a)
+	for {
+		i--
+		a[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return append(dst, a[i:]...)
+}
+
+// chunkScanner follows a chunked body byte by byte to find where it ends;
+// the bytes themselves are relayed unchanged.
+type chunkScanner struct {
+	state uint8
+	size  int64
+	digit bool
+}
+
+const (
+	csSize uint8 = iota
+	csExt
+	csSizeLF
+	csData
+	csDataCR
+	csDataLF
+	csTrailerStart
+	csTrailer
+	csTrailerLF
+	csFinalLF
+	csDone
+)
+
+// scan consumes b and returns how many of its bytes belong to the body, and
+// whether the body ended there; ok is false for a malformed body.
+func (s *chunkScanner) scan(b []byte) (n int, done, ok bool) {
+	for n < len(b) {
+		c := b[n]
+		switch s.state {
+		case csSize:
+			switch {
+			case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
+				if s.size > 1<<40 {
+					return n, false, false
+				}
+				s.size = s.size<<4 | int64(hexVal(c))
+				s.digit = true
+			case (c == ';' || c == ' ' || c == '\t') && s.digit:
+				s.state = csExt
+			case c == '\r' && s.digit:
+				s.state = csSizeLF
+			default:
+				return n, false, false
+			}
+		case csExt:
+			switch c {
+			case '\r':
+				s.state = csSizeLF
+			case '\n':
+				return n, false, false
+			}
+		case csSizeLF:
+			if c != '\n' {
+				return n, false, false
+			}
+			if s.size == 0 {
+				s.state = csTrailerStart
+			} else {
+				s.state = csData
+			}
+		case csData:
+			k := int64(len(b) - n)
+			if k > s.size {
+				k = s.size
+			}
+			n += int(k)
+			s.size -= k
+			if s.size == 0 {
+				s.state = csDataCR
+			}
+			continue
+		case csDataCR:
+			if c != '\r' {
+				return n, false, false
+			}
+			s.state = csDataLF
+		case csDataLF:
+			if c != '\n' {
+				return n, false, false
+			}
+			s.state, s.size, s.digit = csSize, 0, false
+		case csTrailerStart:
+			if c == '\r' {
+				s.state = csFinalLF
+			} else {
+				s.state = csTrailer
+			}
+		case csTrailer:
+			if c == '\r' {
+				s.state = csTrailerLF
+			}
+		case csTrailerLF:
+			if c != '\n' {
+				return n, false, false
+			}
+			s.state = csTrailerStart
+		case csFinalLF:
+			if c != '\n' {
+				return n, false, false
+			}
+			s.state = csDone
+			return n + 1, true, true
+		}
+		n++
+	}
+	return n, false, true
+}
+
+func hexVal(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
