@@ -54,6 +54,9 @@ test: build
 	LB_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 15m $(PKGS)
 	# Allocation tests need sync.Pool as it is without the race detector.
 	$(GO) test -count=1 -run 'AllocatesNothing' ./services/router/...
+	# The proxy suite again with the event loop off: the fasthttp path alone
+	# (what ROUTER_EVENT_LOOP=false and non-Linux hosts run).
+	ROUTER_TEST_EVENT_LOOP=false $(GO) test -race -count=1 ./services/router/proxy/
 
 ## test-short: the same without the race detector, for a quick loop
 test-short: build

@@ -32,6 +32,10 @@ type Config struct {
 	PresenceInterval config.Duration `envconfig:"ROUTER_PRESENCE_INTERVAL" default:"5s"`
 	// ShutdownGrace bounds how long shutdown waits for in-flight requests.
 	ShutdownGrace config.Duration `envconfig:"ROUTER_SHUTDOWN_GRACE" default:"30s"`
+	// EventLoop turns the Linux event-loop fast path on; false serves every
+	// connection on the fasthttp path (a switch for operators, should the
+	// fast path ever misbehave).
+	EventLoop bool `envconfig:"ROUTER_EVENT_LOOP" default:"true"`
 }
 
 // DefaultConfig is the configuration with an empty environment.

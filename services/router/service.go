@@ -103,6 +103,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, reg p
 		OutlierBaseEjection:   cfg.OutlierBaseEjection.D(),
 		OutlierMaxEjection:    cfg.OutlierMaxEjection.D(),
 		ShutdownGrace:         cfg.ShutdownGrace.D(),
+		DisableEventLoop:      !cfg.EventLoop,
 	}
 	s.table = table.New(table.Options{
 		NewUpstream: proxy.UpstreamFactory(opts.Defaults(), m),

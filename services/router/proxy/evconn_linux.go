@@ -68,7 +68,7 @@ func (c *evClient) setEvents(ev uint32) {
 func (c *evClient) idleDeadline() { c.deadline = c.l.now + int64(c.l.p.opts.IdleConnTimeout) }
 
 func (c *evClient) tick(now int64) {
-	if c.state == cIdle && now > c.deadline {
+	if c.fd >= 0 && c.state == cIdle && now > c.deadline {
 		c.abort()
 	}
 }
@@ -90,10 +90,11 @@ func (c *evClient) event(ev uint32) {
 }
 
 func (c *evClient) readable(ev uint32) {
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		c.abort() // reset, or closed both ways: nobody is left to answer
+		return
+	}
 	if c.eof {
-		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			c.abort() // reset: nobody is left to answer
-		}
 		return
 	}
 	if c.buf == nil {
@@ -117,8 +118,9 @@ func (c *evClient) readable(ev uint32) {
 			c.abort()
 			return
 		}
-		// Half-closed after its request: answer it, then close.
-		c.eof, c.closeAfter = true, true
+		// Half-closed after its requests: answer those complete, then
+		// close.
+		c.eof = true
 		c.setEvents(c.events &^ unix.EPOLLIN)
 		return
 	}
@@ -154,7 +156,7 @@ func (c *evClient) serve() {
 			return
 		}
 		cl := max(c.req.contentLength, 0)
-		if cl > int64(len(c.buf)-c.req.end) {
+		if cl > int64(min(len(c.buf)-c.req.end, c.l.p.opts.RetryBodyLimit)) {
 			c.handoff() // a body too big to buffer streams on the fasthttp path
 			return
 		}
@@ -182,8 +184,10 @@ func (c *evClient) begin() {
 		return
 	}
 	up := snap.Pick()
-	if up == nil {
-		c.handoff() // the fasthttp path answers 503 and counts it
+	if up == nil || l.full(up) {
+		// The fasthttp path answers 503 and counts it, or waits for a
+		// free connection.
+		c.handoff()
 		return
 	}
 	p.m.InFlight.Inc()
@@ -192,7 +196,7 @@ func (c *evClient) begin() {
 	}
 	c.state = cBusy
 	c.snap, c.ntried, c.statusRetried, c.stale = snap, 0, false, 0
-	c.closeAfter = c.req.close || c.eof || l.e.closing.Load()
+	c.closeAfter = c.req.close || l.e.closing.Load()
 	c.start = time.Now()
 	p.budget.Request(c.start)
 	c.attempt(up)
@@ -209,12 +213,6 @@ func (c *evClient) attempt(up *table.Upstream) {
 	}
 	u, err := l.conn(up)
 	if err != nil {
-		if errors.Is(err, errHandoff) && c.ntried == 1 && c.stale == 0 {
-			l.p.m.InFlight.Dec()
-			c.state = cIdle
-			c.handoff()
-			return
-		}
 		if !errors.Is(err, errNotSent) {
 			err = fmt.Errorf("%w: %w", errNotSent, err)
 		}
@@ -289,7 +287,7 @@ func (c *evClient) upstreamFailed(u *evUpstream, err error) {
 }
 
 func (c *evClient) answerError(status int, reason string, body []byte) {
-	w := appendError(c.l.scratch[:0], status, reason, c.up.Name, body, c.closeAfter)
+	w := appendError(c.l.scratch[:0], status, reason, c.up.Name, body, c.closeAfter, c.req.head)
 	c.l.scratch = w[:0]
 	c.write(w)
 	if c.fd >= 0 {
@@ -325,6 +323,29 @@ func (c *evClient) onHead(u *evUpstream) {
 			return
 		}
 	}
+	if u.state == uSending {
+		// The region answers before it read the whole request (a 413, say):
+		// the rest is not sent, and the connection is not kept.
+		u.out = u.out[:0]
+		u.early = true
+		u.setEvents(unix.EPOLLIN)
+	}
+	switch {
+	case r.bodyless(c.req.head):
+		u.framing, u.left = fLength, 0
+	case r.chunked:
+		u.framing, u.chunk = fChunked, chunkScanner{}
+	case r.contentLength >= 0:
+		u.framing, u.left = fLength, r.contentLength
+	default:
+		u.framing = fClose
+	}
+	body := u.buf[r.end:u.n]
+	take, done, ok := u.bodyTake(body)
+	if !ok {
+		c.upstreamFailed(u, errBadResponse)
+		return
+	}
 	up := c.up
 	d := time.Since(c.start)
 	up.Latency.Observe(d)
@@ -347,26 +368,12 @@ func (c *evClient) onHead(u *evUpstream) {
 			return
 		}
 	}
-	switch {
-	case r.bodyless(c.req.head):
-		u.framing, u.left = fLength, 0
-	case r.chunked:
-		u.framing, u.chunk = fChunked, chunkScanner{}
-	case r.contentLength >= 0:
-		u.framing, u.left = fLength, r.contentLength
-	default:
-		u.framing = fClose
+	if u.framing == fClose {
 		c.closeAfter = true // the client sees the end as the close
 	}
-	u.keep = r.reusable() && u.framing != fClose
+	u.keep = r.reusable() && u.framing != fClose && !u.early
 	if c.l.e.closing.Load() {
 		c.closeAfter = true
-	}
-	body := u.buf[r.end:u.n]
-	take, done, ok := u.bodyTake(body)
-	if !ok {
-		c.upstreamFailed(u, errBadResponse)
-		return
 	}
 	w := appendResponse(c.l.scratch[:0], u.buf, r, up.Name, c.closeAfter)
 	w = append(w, body[:take]...)
@@ -483,6 +490,15 @@ func (c *evClient) finish() {
 		c.releaseBuf()
 	}
 	c.idleDeadline()
+	if c.eof {
+		if !c.serving {
+			c.serve()
+		}
+		if c.state == cIdle {
+			c.abort() // half-closed: no request can complete any more
+		}
+		return
+	}
 	c.setEvents(unix.EPOLLIN)
 	if !c.serving {
 		c.serve()
@@ -547,6 +563,7 @@ type evUpstream struct {
 	reused bool
 	paused bool
 	inPool bool
+	early  bool // answered before the request was all sent
 
 	resp    respHead
 	framing framing
@@ -570,6 +587,7 @@ func (u *evUpstream) setEvents(ev uint32) {
 
 func (u *evUpstream) tick(now int64) {
 	switch {
+	case u.fd < 0:
 	case u.state == uDialing && now > u.dialDeadline:
 		u.fail(fmt.Errorf("%w: dial %s: timeout", errNotSent, u.pool.up.Addr))
 	case (u.state == uWaiting || u.state == uSending) && now > u.headerDeadline:
@@ -743,7 +761,7 @@ func (u *evUpstream) release() {
 		return
 	}
 	u.state, u.c = uIdle, nil
-	u.paused = false
+	u.paused, u.early = false, false
 	u.setEvents(unix.EPOLLIN)
 	if u.buf != nil {
 		u.l.putBuf(u.buf)
@@ -778,10 +796,11 @@ func (u *evUpstream) close() {
 // handoffListener hands the connections the event loop gives up on to the
 // fasthttp server, which tracks them for shutdown as its own.
 type handoffListener struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{}
+	mu     sync.Mutex
+	closed bool
 }
 
 func newHandoffListener(addr net.Addr) *handoffListener {
@@ -797,17 +816,39 @@ func (h *handoffListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Close stops the hand-offs; connections not yet accepted are closed.
 func (h *handoffListener) Close() error {
-	h.once.Do(func() { close(h.done) })
-	return nil
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	close(h.done)
+	for {
+		select {
+		case c := <-h.ch:
+			_ = c.Close()
+		default:
+			return nil
+		}
+	}
 }
 
 func (h *handoffListener) Addr() net.Addr { return h.addr }
 
+// give never blocks the loop: with the fasthttp server this far behind,
+// the connection is refused instead.
 func (h *handoffListener) give(c net.Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		_ = c.Close()
+		return
+	}
 	select {
 	case h.ch <- c:
-	case <-h.done:
+	default:
 		_ = c.Close()
 	}
 }

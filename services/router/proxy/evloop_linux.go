@@ -58,6 +58,7 @@ type evEngine struct {
 	lnfd       int
 	lnWG       sync.WaitGroup
 	lnReleased chan struct{}
+	stopOnce   sync.Once
 }
 
 // evHandler is a registered descriptor: a client or a region connection.
@@ -236,6 +237,10 @@ func (l *evLoop) wake() {
 // ones closed once answered, all of them closed when ctx ends. Handed-off
 // connections are the fasthttp server's to finish.
 func (e *evEngine) stop(ctx context.Context) {
+	e.stopOnce.Do(func() { e.stopLoops(ctx) })
+}
+
+func (e *evEngine) stopLoops(ctx context.Context) {
 	e.shutdown(false)
 	done := make(chan struct{})
 	go func() {
@@ -247,6 +252,9 @@ func (e *evEngine) stop(ctx context.Context) {
 	case <-ctx.Done():
 		e.shutdown(true)
 		<-done
+	}
+	for _, l := range e.loops {
+		l.closeFDs() // after the loops: a late wake-up must not write to a reused descriptor
 	}
 	_ = e.handoff.Close()
 }
@@ -267,7 +275,6 @@ func (l *evLoop) run() {
 	defer l.e.loopsWG.Done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	defer l.closeFDs()
 	released := false
 	release := func() {
 		if !released {
@@ -370,7 +377,10 @@ func (l *evLoop) scan() {
 			l.relistenAt = l.now + int64(evTick)
 		}
 	}
-	for _, h := range l.fds {
+	// By index: a handler may close or open descriptors, which can grow
+	// l.fds, and a closed one must not be visited from an older copy.
+	for i := 0; i < len(l.fds); i++ {
+		h := l.fds[i]
 		if h == nil {
 			continue
 		}
@@ -450,7 +460,7 @@ func (l *evLoop) pool(up *table.Upstream) *evPool {
 func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
 	pool := l.pool(up)
 	if pool == nil {
-		return nil, errHandoff
+		return nil, fmt.Errorf("%w: region %s is not for the event loop", errNotSent, up.Name)
 	}
 	if n := len(pool.idle); n > 0 {
 		u := pool.idle[n-1]
@@ -459,7 +469,7 @@ func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
 		return u, nil
 	}
 	if pool.open >= pool.max {
-		return nil, errHandoff
+		return nil, fmt.Errorf("%w: %w", errNotSent, errPoolFull)
 	}
 	family := unix.AF_INET
 	if _, ok := pool.sa.(*unix.SockaddrInet6); ok {
@@ -490,8 +500,16 @@ func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
 	return u, nil
 }
 
-// errHandoff: the fasthttp path must serve this request.
-var errHandoff = errors.New("handed to the fasthttp path")
+// errPoolFull is a region with MaxConnsPerRegion connections open (this
+// loop's share) and none idle.
+var errPoolFull = errors.New("region connection limit reached")
+
+// full reports whether a request to up would find no connection here; the
+// fasthttp path then takes it and waits for one.
+func (l *evLoop) full(up *table.Upstream) bool {
+	pool := l.pool(up)
+	return pool != nil && len(pool.idle) == 0 && pool.open >= pool.max
+}
 
 // rawRead and rawWrite are non-blocking socket calls; RawSyscall skips the
 // scheduler's syscall bookkeeping, which is safe because they never block.
@@ -525,6 +543,7 @@ func (c *evClient) handoff() {
 	pre := append([]byte(nil), c.buf[c.off:c.n]...)
 	c.releaseBuf()
 	f := os.NewFile(uintptr(c.fd), "client")
+	c.fd, c.state = -1, cClosed
 	nc, err := net.FileConn(f)
 	_ = f.Close()
 	if err != nil {

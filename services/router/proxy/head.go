@@ -23,8 +23,12 @@ const (
 	headInvalid // a region's answer that cannot be relayed
 )
 
-// maxHeaders bounds the headers of one head the event loop handles.
-const maxHeaders = 64
+// maxHeaders bounds the headers of a request the event loop handles (more
+// go to the fasthttp path); maxRespHeaders those of a region's answer.
+const (
+	maxHeaders     = 64
+	maxRespHeaders = 256
+)
 
 type span struct{ lo, hi int32 }
 
@@ -55,10 +59,9 @@ type respHead struct {
 	status        int
 	reason        span // "200 OK": code and reason phrase
 	contentLength int64
-	hdrs          [maxHeaders]header
+	hdrs          [maxRespHeaders]header
 	nh            int
-	conn          [8]span // header names the region listed in Connection
-	nconn         int
+	connNames     bool // the region's Connection header names headers to drop
 	chunked       bool
 	te            bool
 	close         bool
@@ -87,26 +90,35 @@ var tokenTable = func() (t [256]bool) {
 // isValueChar: visible ASCII, space, tab and obs-text; no controls.
 func isValueChar(c byte) bool { return c == '\t' || (c >= 0x20 && c != 0x7f) }
 
-// line returns the end of the CRLF-terminated line starting at i (the index
-// of its CR), -1 when the line is incomplete, -2 for a bare LF.
-func line(b []byte, i int) int {
+// isRespValueChar is what a region's header value may hold: anything but
+// CR, LF and NUL (clients judge the rest; the router only relays it).
+func isRespValueChar(c byte) bool { return c != '\r' && c != '\n' && c != 0 }
+
+// line finds the line starting at i: its end (without CR LF) and the start
+// of the next line; end is -1 when the line is incomplete, -2 for a bare LF
+// unless lenient (a region's answer may end lines with LF alone).
+func line(b []byte, i int, lenient bool) (end, next int) {
 	j := bytes.IndexByte(b[i:], '\n')
 	if j < 0 {
-		return -1
+		return -1, 0
 	}
 	j += i
-	if j == i || b[j-1] != '\r' {
-		return -2
+	if j > i && b[j-1] == '\r' {
+		return j - 1, j + 1
 	}
-	return j - 1
+	if !lenient {
+		return -2, 0
+	}
+	return j, j + 1
 }
 
 // parseHeaders reads header lines from i until the empty line; it returns
 // the head's end or a status. fn sees each header; false stops with handoff
 // (requests) or invalid (responses), as fail says.
-func parseHeaders(b []byte, i int, hdrs *[maxHeaders]header, nh *int, fail headStatus) (int, headStatus) {
+func parseHeaders(b []byte, i int, hdrs []header, nh *int, fail headStatus) (int, headStatus) {
+	resp := fail == headInvalid
 	for {
-		e := line(b, i)
+		e, next := line(b, i, resp)
 		switch e {
 		case -1:
 			return 0, headIncomplete
@@ -114,9 +126,9 @@ func parseHeaders(b []byte, i int, hdrs *[maxHeaders]header, nh *int, fail headS
 			return 0, fail
 		}
 		if e == i {
-			return e + 2, headOK
+			return next, headOK
 		}
-		if *nh == maxHeaders {
+		if *nh == len(hdrs) {
 			return 0, fail
 		}
 		// name ":" OWS value OWS
@@ -136,13 +148,13 @@ func parseHeaders(b []byte, i int, hdrs *[maxHeaders]header, nh *int, fail headS
 			ve--
 		}
 		for k := v; k < ve; k++ {
-			if !isValueChar(b[k]) {
+			if !isValueChar(b[k]) && (!resp || !isRespValueChar(b[k])) {
 				return 0, fail
 			}
 		}
 		hdrs[*nh] = header{name: span{int32(i), int32(n)}, value: span{int32(v), int32(ve)}}
 		*nh++
-		i = e + 2
+		i = next
 	}
 }
 
@@ -184,7 +196,7 @@ func tokens(v []byte, fn func(tok []byte) bool) bool {
 
 // parseRequest parses the request head at the start of b.
 func parseRequest(b []byte, r *reqHead) headStatus {
-	e := line(b, 0)
+	e, next := line(b, 0, false)
 	switch e {
 	case -1:
 		if len(b) > 8<<10 {
@@ -214,7 +226,7 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 		return headHandoff
 	}
 	*r = reqHead{method: span{0, int32(m)}, uri: span{int32(u), int32(ue)}, contentLength: -1}
-	end, st := parseHeaders(b, e+2, &r.hdrs, &r.nh, headHandoff)
+	end, st := parseHeaders(b, next, r.hdrs[:], &r.nh, headHandoff)
 	if st != headOK {
 		return st
 	}
@@ -335,7 +347,7 @@ func isForwardingHeader(name []byte) bool {
 
 // parseResponse parses a region's response head at the start of b.
 func parseResponse(b []byte, r *respHead) headStatus {
-	e := line(b, 0)
+	e, next := line(b, 0, true)
 	switch e {
 	case -1:
 		return headIncomplete
@@ -362,7 +374,7 @@ func parseResponse(b []byte, r *respHead) headStatus {
 		}
 	}
 	*r = respHead{status: status, reason: span{9, int32(e)}, contentLength: -1, http10: b[7] == '0'}
-	end, st := parseHeaders(b, e+2, &r.hdrs, &r.nh, headInvalid)
+	end, st := parseHeaders(b, next, r.hdrs[:], &r.nh, headInvalid)
 	if st != headOK {
 		return st
 	}
@@ -379,13 +391,11 @@ func parseResponse(b []byte, r *respHead) headStatus {
 						r.close = true
 					case eqFold(tok, "keep-alive"):
 						r.keepAlive = true
+					case eqFold(tok, "content-length"), eqFold(tok, "transfer-encoding"):
+						// The body is relayed in the region's framing, so its
+						// framing header stays whatever Connection says.
 					default:
-						if r.nconn == len(r.conn) {
-							return false
-						}
-						off := h.value.lo + int32(cap(val)-cap(tok)) // tok is a subslice of val
-						r.conn[r.nconn] = span{off, off + int32(len(tok))}
-						r.nconn++
+						r.connNames = true
 					}
 					return true
 				}) {
@@ -462,18 +472,32 @@ func appendResponse(dst, b []byte, r *respHead, region string, closeConn bool) [
 	return append(dst, "\r\n\r\n"...)
 }
 
-// named reports whether the region's Connection header listed name.
+// named reports whether the region's Connection header listed name (other
+// than the framing headers, which are kept).
 func (r *respHead) named(b, name []byte) bool {
-	for i := range r.nconn {
-		if bytes.EqualFold(r.conn[i].of(b), name) {
+	if !r.connNames || eqFold(name, "content-length") || eqFold(name, "transfer-encoding") {
+		return false
+	}
+	for i := range r.nh {
+		h := &r.hdrs[i]
+		if !eqFold(h.name.of(b), "connection") {
+			continue
+		}
+		found := false
+		tokens(h.value.of(b), func(tok []byte) bool {
+			found = bytes.EqualFold(tok, name)
+			return !found
+		})
+		if found {
 			return true
 		}
 	}
 	return false
 }
 
-// appendError writes one of the router's own JSON error answers.
-func appendError(dst []byte, status int, reason string, region string, body []byte, closeConn bool) []byte {
+// appendError writes one of the router's own JSON error answers (without
+// the body when it answers a HEAD).
+func appendError(dst []byte, status int, reason string, region string, body []byte, closeConn, head bool) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = appendInt(dst, int64(status))
 	dst = append(dst, ' ')
@@ -490,6 +514,9 @@ func appendError(dst []byte, status int, reason string, region string, body []by
 	dst = append(dst, "Content-Length: "...)
 	dst = appendInt(dst, int64(len(body)))
 	dst = append(dst, "\r\n\r\n"...)
+	if head {
+		return dst
+	}
 	return append(dst, body...)
 }
 

@@ -31,6 +31,7 @@ type testRouter struct {
 	events chan table.Event
 	m      *metrics.Router
 	reg    *prometheus.Registry
+	p      *Proxy
 }
 
 // startRouter runs a proxy over regions (name -> endpoint) with strategy.
@@ -42,6 +43,9 @@ func startRouter(t *testing.T, o Options, strategyName string, regions map[strin
 		t.Fatal(err)
 	}
 	o = o.Defaults()
+	if os.Getenv("ROUTER_TEST_EVENT_LOOP") == "false" {
+		o.DisableEventLoop = true
+	}
 	events := make(chan table.Event, 64)
 	tb := table.New(table.Options{NewUpstream: UpstreamFactory(o, m), Events: events, Log: logging.Discard()})
 	st := table.NewState()
@@ -64,7 +68,7 @@ func startRouter(t *testing.T, o Options, strategyName string, regions map[strin
 		<-done
 		tb.Close()
 	})
-	return &testRouter{table: tb, url: "http://" + ln.Addr().String(), events: events, m: m, reg: reg}
+	return &testRouter{table: tb, url: "http://" + ln.Addr().String(), events: events, m: m, reg: reg, p: p}
 }
 
 // client is a plain client with its own pool so tests do not share sockets.

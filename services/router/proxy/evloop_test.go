@@ -1,0 +1,254 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
+)
+
+// rawWrkRequest is the request wrk sends, as bytes on the wire.
+var rawWrkRequest = []byte("GET /bench?x=1 HTTP/1.1\r\nHost: lb.example\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n")
+
+// serveBench serves benchProxy's proxy on a loopback listener and returns a
+// client connection to it.
+func serveBench(tb testing.TB, eventLoop bool) net.Conn {
+	tb.Helper()
+	if eventLoop && (runtime.GOOS != "linux" || os.Getenv("ROUTER_TEST_EVENT_LOOP") == "false") {
+		tb.Skip("the event loop runs on Linux only")
+	}
+	p := benchProxy(tb)
+	p.opts.DisableEventLoop = !eventLoop
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+		<-done
+	})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// roundTripRaw sends the wrk request on c and reads one answer of the size
+// the first one had (the bench regions always send the same answer).
+func roundTripRaw(tb testing.TB, c net.Conn, buf []byte, size *int) {
+	if _, err := c.Write(rawWrkRequest); err != nil {
+		tb.Fatal(err)
+	}
+	if *size > 0 {
+		if _, err := io.ReadFull(c, buf[:*size]); err != nil {
+			tb.Fatal(err)
+		}
+		return
+	}
+	n := 0
+	for {
+		k, err := c.Read(buf[n:])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n += k
+		head, body, ok := bytes.Cut(buf[:n], []byte("\r\n\r\n"))
+		if !ok {
+			continue
+		}
+		i := bytes.Index(bytes.ToLower(head), []byte("content-length: "))
+		if i < 0 || !bytes.HasPrefix(head, []byte("HTTP/1.1 200 ")) || !bytes.Contains(head, []byte("\r\nX-LB-Region: b")) {
+			tb.Fatalf("answer %q", buf[:n])
+		}
+		cl, _ := strconv.Atoi(string(bytes.TrimSpace(bytes.SplitN(head[i+16:], []byte("\r\n"), 2)[0])))
+		if len(body) == cl {
+			*size = n
+			return
+		}
+	}
+}
+
+// The event loop's request path allocates nothing per request: buffers are
+// per loop, the heads are parsed in place, connections are pooled.
+func TestEventLoopAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; make test runs this test without it")
+	}
+	c := serveBench(t, true)
+	buf := make([]byte, 4096)
+	size := 0
+	for range 50 { // open the region connections, size the answer
+		roundTripRaw(t, c, buf, &size)
+	}
+	const runs = 1000
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		roundTripRaw(t, c, buf, &size)
+	}
+	runtime.ReadMemStats(&after)
+	// Counted for the whole process: the client and the regions here too.
+	n := after.Mallocs - before.Mallocs
+	t.Logf("%d allocations in %d proxied requests", n, runs)
+	if n > runs/10 {
+		t.Fatalf("%d allocations in %d proxied requests, want none per request", n, runs)
+	}
+}
+
+// BenchmarkServe is one proxied GET at a time on one client connection,
+// client and region on loopback: the latency of each path.
+func BenchmarkServe(b *testing.B) {
+	for _, eventLoop := range []bool{true, false} {
+		name := "fasthttp"
+		if eventLoop {
+			name = "eventloop"
+		}
+		b.Run(name, func(b *testing.B) {
+			c := serveBench(b, eventLoop)
+			buf := make([]byte, 4096)
+			size := 0
+			roundTripRaw(b, c, buf, &size)
+			b.ReportAllocs()
+			for b.Loop() {
+				roundTripRaw(b, c, buf, &size)
+			}
+		})
+	}
+}
+
+// Shutdown stops taking connections, lets the request in flight finish and
+// closes the idle connections, on either path.
+func TestShutdownFinishesInFlightRequests(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{})
+	release := make(chan struct{})
+	region := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		_, _ = io.WriteString(w, "done "+r.URL.Path)
+	}))
+	defer region.Close()
+	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"r1": region.URL})
+	addr := strings.TrimPrefix(r.url, "http://")
+
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	_ = idle.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(idle, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if n, err := idle.Read(buf); err != nil || !bytes.Contains(buf[:n], []byte("done /fast")) {
+		t.Fatalf("first answer %q %v", buf[:n], err)
+	}
+
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := client().Get(r.url + "/slow")
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- result{string(b), err}
+	}()
+	<-arrived
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- r.p.Shutdown(ctx)
+	}()
+	// The idle keep-alive connection is closed, new ones are refused.
+	if n, err := idle.Read(buf); err == nil {
+		t.Fatalf("idle connection still open after shutdown began: %q", buf[:n])
+	}
+	poll.True(t, 10*time.Second, "the listener refuses connections after shutdown began", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return true
+		}
+		_ = c.Close()
+		return false
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("shutdown returned (%v) with a request in flight", err)
+	default:
+	}
+	close(release)
+	res := <-got
+	if res.err != nil || res.body != "done /slow" {
+		t.Fatalf("in-flight request: %q %v", res.body, res.err)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("shutdown did not return after the last request")
+	}
+	if v := r.m.InFlight.Value(); v != 0 {
+		t.Fatalf("in-flight gauge %d after shutdown", v)
+	}
+}
+
+// Pipelined requests followed by a half-close are all answered, in order,
+// then the router closes.
+func TestPipelinedRequestsThenHalfClose(t *testing.T) {
+	t.Parallel()
+	region := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "path "+r.URL.Path)
+	}))
+	defer region.Close()
+	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"r1": region.URL})
+	c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /3 HTTP/1.1\r\nHost: x\r\n\r\nGET /4 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v (got %q)", err, raw)
+	}
+	got := string(raw)
+	if strings.Count(got, "HTTP/1.1 200 OK") != 4 || !strings.Contains(got, "path /1") || !strings.Contains(got, "path /2") ||
+		strings.Contains(got, "path /3") || !strings.HasSuffix(got, "path /4") || strings.Index(got, "path /1") > strings.Index(got, "path /2") {
+		t.Fatalf("answers:\n%s", got)
+	}
+}
