@@ -21,6 +21,9 @@ type Router struct {
 	Panic     prometheus.Counter
 	NoRegion  prometheus.Counter
 	Snapshots prometheus.Counter
+	// Handoffs counts client connections the event loop gave to the
+	// fasthttp path: how much traffic takes the general path.
+	Handoffs  prometheus.Counter
 	mu        sync.Mutex
 	perRegion map[string]*Region
 }
@@ -62,13 +65,17 @@ func New(reg prometheus.Registerer) (*Router, error) {
 			Name: "lb_router_snapshots_total",
 			Help: "Routing snapshots built.",
 		}),
+		Handoffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lb_router_handoffs_total",
+			Help: "Client connections the event loop handed to the general (fasthttp) path: upgrades, large or chunked uploads, TLS or not yet resolved regions, unusual requests.",
+		}),
 		perRegion: map[string]*Region{},
 	}
 	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "lb_router_in_flight_requests",
 		Help: "Requests being proxied now.",
 	}, func() float64 { return float64(m.InFlight.n.Load()) })
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, inFlight, m.Panic, m.NoRegion, m.Snapshots} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, inFlight, m.Panic, m.NoRegion, m.Snapshots, m.Handoffs} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -43,16 +43,17 @@ const (
 
 // evEngine owns the loops and the accept goroutine.
 type evEngine struct {
-	p       *Proxy
-	loops   []*evLoop
-	ln      *net.TCPListener
-	base    time.Time
-	closing atomic.Bool
-	force   atomic.Bool
-	loopsWG sync.WaitGroup
-	next    atomic.Uint32
-	handoff *handoffListener
-	srvDone chan struct{}
+	p        *Proxy
+	loops    []*evLoop
+	ln       *net.TCPListener
+	base     time.Time
+	closing  atomic.Bool
+	force    atomic.Bool
+	loopsWG  sync.WaitGroup
+	next     atomic.Uint32
+	handoff  *handoffListener
+	resolver *evResolver
+	srvDone  chan struct{}
 	// lnfd is the listener's descriptor, in every loop's epoll set until
 	// shutdown; lnReleased is closed once no loop uses it.
 	lnfd       int
@@ -109,6 +110,7 @@ func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
 		return nil, false, fmt.Errorf("router listener: %w", err)
 	}
 	e.handoff = newHandoffListener(tl.Addr())
+	e.resolver = newResolver()
 	n := runtime.GOMAXPROCS(0)
 	for range n {
 		l, err := newLoop(e)
@@ -256,6 +258,7 @@ func (e *evEngine) stopLoops(ctx context.Context) {
 	for _, l := range e.loops {
 		l.closeFDs() // after the loops: a late wake-up must not write to a reused descriptor
 	}
+	e.resolver.stop()
 	_ = e.handoff.Close()
 }
 
@@ -411,21 +414,18 @@ func (l *evLoop) fast(snap *table.Snapshot) bool {
 	if snap == l.snap {
 		return l.snapOK
 	}
-	ok := true
 	for _, up := range snap.Candidates {
 		if l.pool(up) == nil {
-			ok = false
-			break
+			return false // asked again next time: a DNS name may resolve
 		}
 	}
-	l.snap, l.snapOK = snap, ok
-	return ok
+	l.snap, l.snapOK = snap, true
+	return true
 }
 
 // evPool is one loop's keep-alive connections to one region.
 type evPool struct {
 	up   *table.Upstream
-	sa   unix.Sockaddr
 	idle []*evUpstream
 	open int
 	max  int
@@ -436,21 +436,11 @@ func (l *evLoop) pool(up *table.Upstream) *evPool {
 	if p, ok := l.pools[up]; ok {
 		return p
 	}
-	if up.TLS {
+	if up.TLS || l.e.resolver.sockaddr(up.Addr) == nil {
 		return nil
-	}
-	ap, err := netip.ParseAddrPort(up.Addr)
-	if err != nil {
-		return nil
-	}
-	var sa unix.Sockaddr
-	if a := ap.Addr().Unmap(); a.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
 	}
 	n := len(l.e.loops)
-	p := &evPool{up: up, sa: sa, max: max(1, l.p.opts.MaxConnsPerRegion/n), keep: max(1, l.p.opts.MaxIdleConnsPerRegion/n)}
+	p := &evPool{up: up, max: max(1, l.p.opts.MaxConnsPerRegion/n), keep: max(1, l.p.opts.MaxIdleConnsPerRegion/n)}
 	l.pools[up] = p
 	return p
 }
@@ -471,8 +461,12 @@ func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
 	if pool.open >= pool.max {
 		return nil, fmt.Errorf("%w: %w", errNotSent, errPoolFull)
 	}
+	sa := l.e.resolver.sockaddr(up.Addr) // the latest address of a DNS name
+	if sa == nil {
+		return nil, fmt.Errorf("%w: %s has no address", errNotSent, up.Addr)
+	}
 	family := unix.AF_INET
-	if _, ok := pool.sa.(*unix.SockaddrInet6); ok {
+	if _, ok := sa.(*unix.SockaddrInet6); ok {
 		family = unix.AF_INET6
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -482,7 +476,7 @@ func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	u := &evUpstream{l: l, fd: fd, pool: pool, g: l.nextGen(), state: uDialing, events: unix.EPOLLIN | unix.EPOLLOUT}
-	err = unix.Connect(fd, pool.sa)
+	err = unix.Connect(fd, sa)
 	switch {
 	case err == nil:
 		u.state, u.events = uIdle, unix.EPOLLIN
@@ -550,5 +544,6 @@ func (c *evClient) handoff() {
 		l.p.log.Debug("handoff", "err", err)
 		return
 	}
+	l.p.m.Handoffs.Inc()
 	l.e.handoff.give(&prefixConn{Conn: nc, pre: pre})
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/mrlb/mrlb/shared/model"
 	"github.com/mrlb/mrlb/shared/poll"
 )
@@ -250,5 +252,45 @@ func TestPipelinedRequestsThenHalfClose(t *testing.T) {
 	if strings.Count(got, "HTTP/1.1 200 OK") != 4 || !strings.Contains(got, "path /1") || !strings.Contains(got, "path /2") ||
 		strings.Contains(got, "path /3") || !strings.HasSuffix(got, "path /4") || strings.Index(got, "path /1") > strings.Index(got, "path /2") {
 		t.Fatalf("answers:\n%s", got)
+	}
+}
+
+// A region named by DNS is served by the event loop once its name resolved:
+// the first connections may take the general path, later ones do not.
+func TestEventLoopServesRegionsNamedByDNS(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" || os.Getenv("ROUTER_TEST_EVENT_LOOP") == "false" {
+		t.Skip("the event loop runs on Linux only")
+	}
+	region := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "named")
+	}))
+	defer region.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(region.URL, "http://"))
+	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"r1": "http://localhost:" + port})
+	get := func() {
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(r.url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "named" {
+			t.Fatalf("status %d body %q", resp.StatusCode, b)
+		}
+	}
+	handoffs := func() float64 { return testutil.ToFloat64(r.m.Handoffs) }
+	poll.True(t, 10*time.Second, "a connection served without a hand-off", func() bool {
+		before := handoffs()
+		get()
+		return handoffs() == before
+	})
+	before := handoffs()
+	for range 20 {
+		get()
+	}
+	if n := handoffs() - before; n != 0 {
+		t.Fatalf("%v of 20 connections handed off after the name resolved", n)
 	}
 }
