@@ -42,6 +42,8 @@ type evClient struct {
 	up            *table.Upstream
 	tried         [maxAttempts]*table.Upstream
 	ntried        int
+	waiting       *evPool // the pool whose connection the request waits for
+	waitUntil     int64
 	statusRetried bool
 	stale         int
 	start         time.Time
@@ -68,8 +70,13 @@ func (c *evClient) setEvents(ev uint32) {
 func (c *evClient) idleDeadline() { c.deadline = c.l.now + int64(c.l.p.opts.IdleConnTimeout) }
 
 func (c *evClient) tick(now int64) {
-	if c.fd >= 0 && c.state == cIdle && now > c.deadline {
+	switch {
+	case c.fd < 0:
+	case c.state == cIdle && now > c.deadline:
 		c.abort()
+	case c.waiting != nil && now > c.waitUntil:
+		c.waiting = nil // left in the pool's list; skipped there
+		c.upstreamFailed(nil, fmt.Errorf("%w: %w", errNotSent, errPoolFull))
 	}
 }
 
@@ -184,10 +191,8 @@ func (c *evClient) begin() {
 		return
 	}
 	up := snap.Pick()
-	if up == nil || l.full(up) {
-		// The fasthttp path answers 503 and counts it, or waits for a
-		// free connection.
-		c.handoff()
+	if up == nil {
+		c.handoff() // the fasthttp path answers 503 and counts it
 		return
 	}
 	p.m.InFlight.Inc()
@@ -204,14 +209,27 @@ func (c *evClient) begin() {
 
 // attempt sends the request to up.
 func (c *evClient) attempt(up *table.Upstream) {
-	l := c.l
 	c.tried[c.ntried] = up
 	c.ntried++
 	c.up = up
 	if c.ntried > 1 || c.stale > 0 {
 		c.start = time.Now()
 	}
+	c.send()
+}
+
+// send sends the request to c.up on a pooled or new connection; when the
+// region has all the connections this loop may open and none is idle, the
+// request waits for one (up to the dial timeout), as on the fasthttp path.
+func (c *evClient) send() {
+	l, up := c.l, c.up
 	u, err := l.conn(up)
+	if errors.Is(err, errPoolFull) {
+		c.waiting = l.pool(up)
+		c.waitUntil = l.now + int64(l.p.opts.DialTimeout)
+		c.waiting.waiters = append(c.waiting.waiters, c)
+		return
+	}
 	if err != nil {
 		if !errors.Is(err, errNotSent) {
 			err = fmt.Errorf("%w: %w", errNotSent, err)
@@ -518,6 +536,7 @@ func (c *evClient) abort() {
 			u.close()
 		}
 	}
+	c.waiting = nil
 	c.l.forget(c.fd)
 	_ = unix.Close(c.fd)
 	c.fd = -1
@@ -526,9 +545,6 @@ func (c *evClient) abort() {
 	c.out = nil
 	c.state = cClosed
 }
-
-// errBadResponse is a region answer the router cannot relay.
-var errBadResponse = errors.New("invalid response from the region")
 
 type uState uint8
 
@@ -770,6 +786,7 @@ func (u *evUpstream) release() {
 	u.idleUntil = u.l.now + int64(u.l.p.opts.IdleConnTimeout)
 	u.inPool = true
 	pool.idle = append(pool.idle, u)
+	u.l.signal(pool)
 }
 
 func (u *evUpstream) close() {
@@ -786,6 +803,7 @@ func (u *evUpstream) close() {
 	_ = unix.Close(u.fd)
 	u.fd = -1
 	u.pool.open--
+	u.l.signal(u.pool)
 	if u.buf != nil {
 		u.l.putBuf(u.buf)
 		u.buf = nil

@@ -36,6 +36,11 @@ import (
 // fails the test instead of hanging it.
 const bbConnTimeout = 10 * time.Second
 
+// bbLoopOn reports whether startRouter serves with the event loop (the
+// proxy suite also runs with ROUTER_TEST_EVENT_LOOP=false, on the fasthttp
+// path); a few checks hold for the event loop's design only.
+func bbLoopOn(r *testRouter) bool { return !r.p.opts.DisableEventLoop }
+
 // bbDial opens a raw connection to the router, with a deadline.
 func bbDial(t *testing.T, r *testRouter) (net.Conn, *bufio.Reader) {
 	t.Helper()
@@ -510,21 +515,36 @@ func TestBlackboxClientHalfClose(t *testing.T) {
 
 func bbPipelinedThenHalfClose(t *testing.T, r *testRouter) {
 	t.Helper()
-	c, br := bbDial(t, r)
-	bbWrite(t, c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+	for _, handoff := range []bool{false, true} {
+		second := "GET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+		if handoff { // one the loop hands to the fasthttp path
+			second = "POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+		}
+		c, br := bbDial(t, r)
+		bbWrite(t, c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n"+second+"GET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+		bbHalfCloseAndReadAll(t, c, br, handoff)
+	}
+}
+
+func bbHalfCloseAndReadAll(t *testing.T, c net.Conn, br *bufio.Reader, handoff bool) {
+	t.Helper()
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"/a", "/b", "/c"} {
-		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	for i, p := range []string{"/a", "/b", "/c"} {
+		method := "GET"
+		if handoff && i == 1 {
+			method = "POST"
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
 		if err != nil {
-			t.Fatalf("response to GET %s of 3 pipelined before the half-close: %v", p, err)
+			t.Fatalf("response to %s %s of 3 pipelined before the half-close (hand-off %v): %v", method, p, handoff, err)
 		}
 		b, err := io.ReadAll(resp.Body)
 		if err != nil {
 			t.Fatal(err)
 		}
-		bbCheck(t, "GET "+p, resp, string(b), 200, "path "+p, "r1")
+		bbCheck(t, method+" "+p, resp, string(b), 200, "path "+p, "r1")
 	}
 	bbExpectClosed(t, c, br)
 }
@@ -578,9 +598,16 @@ func TestBlackboxChunkedResponseFromRawRegion(t *testing.T) {
 		return false
 	})
 	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"raw": region.url})
-	// The chunked body is relayed byte for byte, and its end is found.
+	// The event loop relays a chunked body byte for byte (extensions with
+	// whitespace too, RFC 9112 7.1.1 BWS), and finds its end. The fasthttp
+	// path decodes and re-encodes, and net/http's client rejects BWS, so
+	// this part is the loop's only.
 	c, br := bbDial(t, r)
-	for _, p := range []string{"/bws", "/ext", "/bws"} {
+	rawPaths := []string{"/bws", "/ext", "/bws"}
+	if !bbLoopOn(r) {
+		rawPaths = nil
+	}
+	for _, p := range rawPaths {
 		bbWrite(t, c, "GET "+p+" HTTP/1.1\r\nHost: a\r\n\r\n")
 		head, err := br.ReadString('\n')
 		for err == nil {
@@ -616,7 +643,9 @@ func TestBlackboxChunkedResponseFromRawRegion(t *testing.T) {
 				t.Fatalf("round %d %s: %d region %q body %d bytes (want %d), equal %v", round, tc.path, resp.StatusCode,
 					resp.Header.Get("X-LB-Region"), len(b), len(tc.want), string(b) == tc.want)
 			}
-			if tc.want == extWant && (resp.Trailer.Get("X-Checksum") != "abc" || resp.Trailer.Get("X-Other") != "def") {
+			// The loop relays the trailer section as sent (the fasthttp path
+			// re-encodes the body and may drop trailers, RFC 9110 6.5.1).
+			if tc.want == extWant && bbLoopOn(r) && (resp.Trailer.Get("X-Checksum") != "abc" || resp.Trailer.Get("X-Other") != "def") {
 				t.Fatalf("round %d %s: trailers %v", round, tc.path, resp.Trailer)
 			}
 			if !resp.Uncompressed && len(resp.TransferEncoding) != 1 {
@@ -725,6 +754,7 @@ func TestBlackboxCloseDelimitedResponse(t *testing.T) {
 		t.Run(path, func(t *testing.T) {
 			t.Parallel()
 			c, br := bbDial(t, r)
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
 			bbWrite(t, c, "GET "+path+" HTTP/1.1\r\nHost: a\r\n\r\n")
 			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
 			if err != nil {
@@ -733,15 +763,30 @@ func TestBlackboxCloseDelimitedResponse(t *testing.T) {
 			h := sha256.New()
 			n, err := io.Copy(h, resp.Body)
 			if err != nil || n != size || fmt.Sprintf("%x", h.Sum(nil)) != want {
-				t.Fatalf("body: %d of %d bytes, err %v, hash ok %v", n, size, err, fmt.Sprintf("%x", h.Sum(nil)) == want)
+				t.Fatalf("body: %d of %d bytes, err %v, hash ok %v (answer %s, Connection: close %v, Transfer-Encoding %v)",
+					n, size, err, fmt.Sprintf("%x", h.Sum(nil)) == want, resp.Proto, resp.Close, resp.TransferEncoding)
 			}
 			if resp.StatusCode != 200 || resp.Header.Get("X-LB-Region") != "raw" || resp.Header.Get("X-Kind") != "close-delimited" {
 				t.Fatalf("status %d headers %v", resp.StatusCode, resp.Header)
 			}
-			if !resp.Close {
+			if resp.Close {
+				bbExpectClosed(t, c, br)
+				return
+			}
+			// Re-framed (the fasthttp path chunks it): the connection must
+			// then be in step for the next request.
+			if bbLoopOn(r) {
 				t.Fatalf("close-delimited answer relayed without Connection: close: %v", resp.Header)
 			}
-			bbExpectClosed(t, c, br)
+			bbWrite(t, c, "GET "+path+" HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp, err = http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err = io.Copy(io.Discard, resp.Body)
+			if err != nil || n != size {
+				t.Fatalf("second answer on the connection: %d of %d bytes, err %v", n, size, err)
+			}
 		})
 	}
 	t.Run("net/http client, twice", func(t *testing.T) {
@@ -804,7 +849,7 @@ func TestBlackboxMalformedRegionAnswerIs502(t *testing.T) {
 						t.Fatalf("POST %d: 502 headers %v", i, resp.Header)
 					}
 				default:
-					t.Fatalf("POST %d: status %d %q", i, resp.StatusCode, body)
+					t.Fatalf("POST %d: status %d %q %v, want the router's 502 or the good region's 200", i, resp.StatusCode, body, resp.Header)
 				}
 			}
 			if got502 != n/2 || goodHits.Load() != n/2 || bad.reqs.Load() != n/2 {
@@ -1249,7 +1294,8 @@ func TestBlackboxRegionClosesEveryConnection(t *testing.T) {
 					resp, got := bbRead(t, br, method)
 					bbCheck(t, fmt.Sprintf("request %d", i), resp, got, 200, fmt.Sprintf("%s /i/%d|%s", method, i, body), "r1")
 					if resp.Close {
-						t.Fatalf("request %d: the region's close reached the client", i)
+						t.Fatalf("request %d: the region's close reached the client: the router's answer is %s with Connection %q",
+							i, resp.Proto, resp.Header.Get("Connection"))
 					}
 				}
 				if got := reqs(); got != n {
@@ -1458,4 +1504,223 @@ func TestBlackboxUnusualValidRegionHeads(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A router's own error answer to a HEAD carries no body: the next request
+// on the connection is read in step.
+func TestBlackboxRouterErrorToHEADHasNoBody(t *testing.T) {
+	t.Parallel()
+	bad := bbStartRawRegion(t, func(c net.Conn, _ *bufio.Reader, _ *http.Request, _ []byte) bool {
+		_, _ = io.WriteString(c, "garbage\r\n\r\n")
+		return false
+	})
+	for _, tc := range []struct{ name, endpoint, code string }{
+		{"no region answered", "http://" + deadAddr(t), "no_region_available"},
+		{"bad gateway", bad.url, "bad_gateway"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := startRouter(t, Options{OutlierConsecutive: -1}, model.StrategyRoundRobin, map[string]string{"r1": tc.endpoint})
+			c, br := bbDial(t, r)
+			for i := range 3 {
+				bbWrite(t, c, "HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n")
+				resp, body := bbRead(t, br, "HEAD")
+				if resp.StatusCode < 500 || body != "" || resp.Header.Get("X-LB-Region") != "r1" {
+					t.Fatalf("HEAD %d: %d %q %v", i, resp.StatusCode, body, resp.Header)
+				}
+				bbWrite(t, c, "GET /g HTTP/1.1\r\nHost: a\r\n\r\n")
+				resp, body = bbRead(t, br, "GET")
+				var e struct{ Error, Code string }
+				if err := json.Unmarshal([]byte(body), &e); err != nil || e.Code != tc.code || resp.StatusCode < 500 {
+					t.Fatalf("GET after HEAD %d: %d %q (%v)", i, resp.StatusCode, body, err)
+				}
+			}
+		})
+	}
+}
+
+// A region that answers before it has read the request body (an early
+// 413, then it drains and closes): the client gets the answer, and its
+// connection stays in step for the next request.
+func TestBlackboxRegionAnswersBeforeReadingTheBody(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(bbConnTimeout))
+				br := bufio.NewReader(c)
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if l == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 7\r\n\r\ntoo big")
+				_, _ = io.Copy(io.Discard, br) // until the router closes
+			})
+		}
+	})
+	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"early": "http://" + ln.Addr().String()})
+	c, br := bbDial(t, r)
+	for i, n := range []int{10, 12 << 10, 100, 15 << 10} {
+		bbWrite(t, c, fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", n, strings.Repeat("z", n)))
+		resp, body := bbRead(t, br, "POST")
+		bbCheck(t, fmt.Sprintf("POST %d of %d bytes", i, n), resp, body, 413, "too big", "early")
+	}
+}
+
+// A retry that meets a region whose connections (MaxConnsPerRegion) are all
+// busy: the region is healthy, only busy, so the client must get its
+// answer (as on the fasthttp path, which waits for a connection), not the
+// router's "no region answered".
+func TestBlackboxRetryToABusyRegionIsServed(t *testing.T) {
+	t.Parallel()
+	for _, fast := range []bool{true, false} {
+		name := "event loop"
+		if !fast {
+			name = "fasthttp path (control)"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			release := make(chan struct{})
+			var inflight atomic.Int64
+			good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				inflight.Add(1)
+				select {
+				case <-release:
+				case <-time.After(5 * time.Second):
+				}
+				_, _ = io.WriteString(w, "good")
+			}))
+			defer good.Close()
+			var badHits atomic.Int64
+			bad := statusRegion(503, &badHits)
+			defer bad.Close()
+			r := startRouter(t, Options{MaxConnsPerRegion: 1, OutlierConsecutive: -1, BudgetFloor: 1000, DisableEventLoop: !fast},
+				model.StrategyRoundRobin, map[string]string{"bad": bad.URL, "good": good.URL})
+			const k = 16
+			type result struct {
+				status int
+				body   string
+				err    error
+			}
+			results := make(chan result, k)
+			var answered atomic.Int64
+			for i := range k {
+				go func() {
+					c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+					if err != nil {
+						results <- result{err: err}
+						return
+					}
+					defer c.Close()
+					_ = c.SetDeadline(time.Now().Add(bbConnTimeout))
+					_, _ = fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: a\r\n\r\n", i)
+					resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "GET"})
+					if err != nil {
+						results <- result{err: err}
+						return
+					}
+					b, err := io.ReadAll(resp.Body)
+					answered.Add(1)
+					results <- result{status: resp.StatusCode, body: string(b), err: err}
+				}()
+			}
+			// Every request is either held by the good region or answered.
+			poll.Until(t, 5*time.Second, "all requests held or answered", func() error {
+				if h, a := inflight.Load(), answered.Load(); h+a < k {
+					return fmt.Errorf("%d held, %d answered of %d", h, a, k)
+				}
+				return nil
+			})
+			close(release)
+			var failed []string
+			for range k {
+				res := <-results
+				if res.err != nil || res.status != 200 || res.body != "good" {
+					failed = append(failed, fmt.Sprintf("%d %q %v", res.status, res.body, res.err))
+				}
+			}
+			if len(failed) > 0 {
+				t.Fatalf("%d of %d requests failed while the good region was only busy (bad region hit %d times): %q", len(failed), k, badHits.Load(), failed)
+			}
+		})
+	}
+}
+
+// Connections the loop hands to the fasthttp path stay there; answers that
+// the loop relays well must be relayed well there too: a close-delimited
+// HTTP/1.0 answer (no Content-Length, body ends at the close) arrives whole
+// and well framed, and an unasked-for 101 is refused, after a chunked upload
+// moved the connection to the fasthttp path.
+func TestBlackboxHandedOffConnectionRelaysOddAnswers(t *testing.T) {
+	t.Parallel()
+	body := strings.Repeat("0123456789abcdef", 4096) // 64 KiB
+	// Each subtest has its own region and router: the region closes its
+	// connection after these answers, which must not disturb the other.
+	setup := func(t *testing.T) (net.Conn, *bufio.Reader) {
+		region := bbStartRawRegion(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, b []byte) bool {
+			switch req.URL.Path {
+			case "/http10":
+				_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"+body)
+				return false
+			case "/101":
+				_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: Upgrade\r\n\r\nraw bytes")
+				return false
+			}
+			_, err := io.WriteString(c, bbOK(req.Method+" "+req.URL.Path+"|"+string(b)))
+			return err == nil
+		})
+		r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"raw": region.url})
+		c, br := bbDial(t, r)
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		bbWrite(t, c, "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+		resp, got := bbRead(t, br, "POST")
+		bbCheck(t, "chunked upload", resp, got, 200, "POST /up|hi", "raw")
+		return c, br
+	}
+
+	t.Run("HTTP/1.0 close-delimited", func(t *testing.T) {
+		t.Parallel()
+		c, br := setup(t)
+		bbWrite(t, c, "GET /http10 HTTP/1.1\r\nHost: a\r\n\r\n")
+		var head bytes.Buffer // the answer's head as sent, for the failure message
+		tee := bufio.NewReader(io.TeeReader(br, &head))
+		resp, err := http.ReadResponse(tee, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _, _ := strings.Cut(head.String(), "\r\n\r\n")
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != body {
+			t.Fatalf("HTTP/1.0 close-delimited answer relayed with head %q: the client read %d bytes (want %d), err %v, body intact %v",
+				h, len(b), len(body), err, string(b) == body)
+		}
+		if resp.Proto != "HTTP/1.1" {
+			t.Fatalf("the router relayed the region's %s status line (head %q): an intermediary sends its own version (RFC 9110 6.2)", resp.Proto, h)
+		}
+	})
+	t.Run("unasked-for 101", func(t *testing.T) {
+		t.Parallel()
+		c, br := setup(t)
+		bbWrite(t, c, "POST /101 HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+		resp, got := bbRead(t, br, "POST")
+		if resp.StatusCode != 502 || resp.Header.Get("X-LB-Region") != "raw" {
+			t.Fatalf("a 101 the client did not ask for: got %d %q %v, want the router's 502 (as the event loop answers)", resp.StatusCode, got, resp.Header)
+		}
+	})
 }

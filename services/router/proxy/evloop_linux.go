@@ -50,7 +50,6 @@ type evEngine struct {
 	closing  atomic.Bool
 	force    atomic.Bool
 	loopsWG  sync.WaitGroup
-	next     atomic.Uint32
 	handoff  *handoffListener
 	resolver *evResolver
 	srvDone  chan struct{}
@@ -88,6 +87,7 @@ type evLoop struct {
 
 	snap   *table.Snapshot
 	snapOK bool
+	ready  []*evPool // pools that freed a connection with requests waiting
 
 	now      int64 // monotonic ns since e.base, updated per wake-up
 	lastScan int64
@@ -313,6 +313,7 @@ func (l *evLoop) run() {
 				}
 			}
 		}
+		l.serveWaiters()
 		if l.e.closing.Load() {
 			release()
 		}
@@ -393,8 +394,9 @@ func (l *evLoop) scan() {
 		}
 		h.tick(l.now)
 	}
+	l.serveWaiters()
 	for up, pool := range l.pools {
-		if pool.open == 0 {
+		if pool.open == 0 && len(pool.waiters) == 0 {
 			delete(l.pools, up)
 		}
 	}
@@ -425,11 +427,13 @@ func (l *evLoop) fast(snap *table.Snapshot) bool {
 
 // evPool is one loop's keep-alive connections to one region.
 type evPool struct {
-	up   *table.Upstream
-	idle []*evUpstream
-	open int
-	max  int
-	keep int
+	up      *table.Upstream
+	waiters []*evClient // requests waiting for a connection, oldest first
+	ready   bool        // in the loop's list of pools to serve waiters from
+	idle    []*evUpstream
+	open    int
+	max     int
+	keep    int
 }
 
 func (l *evLoop) pool(up *table.Upstream) *evPool {
@@ -440,7 +444,9 @@ func (l *evLoop) pool(up *table.Upstream) *evPool {
 		return nil
 	}
 	n := len(l.e.loops)
-	p := &evPool{up: up, max: max(1, l.p.opts.MaxConnsPerRegion/n), keep: max(1, l.p.opts.MaxIdleConnsPerRegion/n)}
+	// The same cap as the fasthttp pools' (UpstreamFactory), shared out.
+	limit := max(l.p.opts.MaxConnsPerRegion, l.p.opts.MaxIdleConnsPerRegion)
+	p := &evPool{up: up, max: max(1, limit/n), keep: max(1, l.p.opts.MaxIdleConnsPerRegion/n)}
 	l.pools[up] = p
 	return p
 }
@@ -498,11 +504,34 @@ func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
 // loop's share) and none idle.
 var errPoolFull = errors.New("region connection limit reached")
 
-// full reports whether a request to up would find no connection here; the
-// fasthttp path then takes it and waits for one.
-func (l *evLoop) full(up *table.Upstream) bool {
-	pool := l.pool(up)
-	return pool != nil && len(pool.idle) == 0 && pool.open >= pool.max
+// signal notes that pool may serve a waiting request; the loop does it
+// after the current event, not from inside whatever freed the connection.
+func (l *evLoop) signal(pool *evPool) {
+	if len(pool.waiters) > 0 && !pool.ready {
+		pool.ready = true
+		l.ready = append(l.ready, pool)
+	}
+}
+
+// serveWaiters gives freed connections to the requests waiting for them.
+func (l *evLoop) serveWaiters() {
+	for len(l.ready) > 0 {
+		pool := l.ready[0]
+		l.ready = l.ready[1:]
+		pool.ready = false
+		for len(pool.waiters) > 0 && (len(pool.idle) > 0 || pool.open < pool.max) {
+			c := pool.waiters[0]
+			pool.waiters = pool.waiters[1:]
+			if c.waiting == pool && c.fd >= 0 {
+				c.waiting = nil
+				c.send()
+			}
+		}
+		if len(pool.waiters) == 0 {
+			pool.waiters = nil
+		}
+	}
+	l.ready = l.ready[:0]
 }
 
 // rawRead and rawWrite are non-blocking socket calls; RawSyscall skips the

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,5 +294,60 @@ func TestEventLoopServesRegionsNamedByDNS(t *testing.T) {
 	}
 	if n := handoffs() - before; n != 0 {
 		t.Fatalf("%v of 20 connections handed off after the name resolved", n)
+	}
+}
+
+// When a region has every connection the router may open to it busy, a
+// request waits for one (up to the dial timeout) instead of failing.
+func TestRequestsWaitForAFreeConnection(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var held, most atomic.Int64
+	region := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := held.Add(1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		if r.URL.Path == "/hold" {
+			<-release
+		}
+		held.Add(-1)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer region.Close()
+	r := startRouter(t, Options{MaxConnsPerRegion: 1, MaxIdleConnsPerRegion: 1, DialTimeout: 20 * time.Second},
+		model.StrategyRoundRobin, map[string]string{"r1": region.URL})
+	const k = 6
+	errs := make(chan error, k)
+	for range k {
+		go func() {
+			c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			resp, err := c.Get(r.url + "/hold")
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "ok" {
+				errs <- fmt.Errorf("status %d body %q", resp.StatusCode, b)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	poll.True(t, 10*time.Second, "the region holds requests", func() bool { return held.Load() > 0 })
+	close(release)
+	for range k {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One connection per loop (or one in all on the fasthttp path).
+	if limit := int64(runtime.GOMAXPROCS(0)); most.Load() > limit {
+		t.Fatalf("%d requests at once at the region, want at most %d", most.Load(), limit)
 	}
 }

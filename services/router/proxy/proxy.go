@@ -425,6 +425,7 @@ var smallPool = sync.Pool{New: func() any { b := make([]byte, smallBody); return
 func (p *Proxy) relay(ctx *fasthttp.RequestCtx, up *table.Upstream, resp *fasthttp.Response, bs *bodyStream) {
 	h := &ctx.Response.Header
 	resp.Header.CopyTo(h)
+	h.SetProtocol(strHTTP11)        // the router speaks HTTP/1.1 whatever the region does
 	h.SetNoDefaultContentType(true) // no Content-Type the region did not send
 	stripResponseHop(h)
 	h.DisableNormalizing() // header names reach the client as the region wrote them, ours as documented

@@ -22,6 +22,9 @@ import (
 // region (dial, TLS handshake, no free connection): safe to send elsewhere.
 var errNotSent = errors.New("request not sent")
 
+// errBadResponse is a region answer the router cannot relay.
+var errBadResponse = errors.New("invalid response from the region")
+
 // errHeaderTimeout is a region that did not answer within the
 // response-header timeout.
 var errHeaderTimeout = errors.New("region did not answer in time")
@@ -196,6 +199,12 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 			return nil, fmt.Errorf("%w: %w", errStaleRead, err)
 		}
 		return nil, fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// Upgrades take serveUpgrade's path; this request asked for none.
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return nil, errBadResponse
 	}
 	closeConn := req.ConnectionClose() || resp.ConnectionClose()
 	s := resp.BodyStream()
