@@ -75,8 +75,15 @@ func (c *evClient) tick(now int64) {
 	case c.state == cIdle && now > c.deadline:
 		c.abort()
 	case c.waiting != nil && now > c.waitUntil:
-		c.waiting = nil // left in the pool's list; skipped there
+		c.stopWaiting() // the entry stays in the pool's list, skipped there
 		c.upstreamFailed(nil, fmt.Errorf("%w: %w", errNotSent, errPoolFull))
+	}
+}
+
+func (c *evClient) stopWaiting() {
+	if c.waiting != nil {
+		c.waiting.nwait--
+		c.waiting = nil
 	}
 }
 
@@ -145,7 +152,12 @@ func (c *evClient) compact() {
 // serve starts the requests buffered in c, one at a time.
 func (c *evClient) serve() {
 	c.serving = true
-	defer func() { c.serving = false }()
+	defer func() {
+		c.serving = false
+		if c.eof && c.fd >= 0 && c.state == cIdle {
+			c.abort() // half-closed: no further request can complete
+		}
+	}()
 	for c.state == cIdle && c.off < c.n {
 		b := c.buf[c.off:c.n]
 		switch parseRequest(b, &c.req) {
@@ -221,13 +233,27 @@ func (c *evClient) attempt(up *table.Upstream) {
 // send sends the request to c.up on a pooled or new connection; when the
 // region has all the connections this loop may open and none is idle, the
 // request waits for one (up to the dial timeout), as on the fasthttp path.
-func (c *evClient) send() {
+func (c *evClient) send() { c.sendQueued(false) }
+
+// sendQueued is send; fromQueue is a waiter's turn, which goes ahead of the
+// requests still waiting (others queue behind them: first come, first
+// served).
+func (c *evClient) sendQueued(fromQueue bool) {
 	l, up := c.l, c.up
-	u, err := l.conn(up)
+	pool := l.pool(up)
+	var u *evUpstream
+	var err error
+	if pool != nil && pool.nwait > 0 && !fromQueue {
+		err = errPoolFull
+		l.signal(pool) // the queue may move now
+	} else {
+		u, err = l.conn(up)
+	}
 	if errors.Is(err, errPoolFull) {
-		c.waiting = l.pool(up)
+		c.waiting = pool
 		c.waitUntil = l.now + int64(l.p.opts.DialTimeout)
-		c.waiting.waiters = append(c.waiting.waiters, c)
+		pool.waiters = append(pool.waiters, c)
+		pool.nwait++
 		return
 	}
 	if err != nil {
@@ -342,11 +368,15 @@ func (c *evClient) onHead(u *evUpstream) {
 		}
 	}
 	if u.state == uSending {
-		// The region answers before it read the whole request (a 413, say):
-		// the rest is not sent, and the connection is not kept.
-		u.out = u.out[:0]
+		// The region answers before it read the whole request. The
+		// connection is not kept either way; an error or a close means it
+		// wants no more of the body (a 413, say), else the rest is still
+		// sent while the answer is relayed (a region echoing as it reads).
 		u.early = true
-		u.setEvents(unix.EPOLLIN)
+		if r.status >= 400 || r.close {
+			u.out = u.out[:0]
+			u.setEvents(unix.EPOLLIN)
+		}
 	}
 	switch {
 	case r.bodyless(c.req.head):
@@ -510,10 +540,7 @@ func (c *evClient) finish() {
 	c.idleDeadline()
 	if c.eof {
 		if !c.serving {
-			c.serve()
-		}
-		if c.state == cIdle {
-			c.abort() // half-closed: no request can complete any more
+			c.serve() // which closes c once no request is left
 		}
 		return
 	}
@@ -536,7 +563,7 @@ func (c *evClient) abort() {
 			u.close()
 		}
 	}
-	c.waiting = nil
+	c.stopWaiting()
 	c.l.forget(c.fd)
 	_ = unix.Close(c.fd)
 	c.fd = -1
@@ -633,6 +660,7 @@ func (u *evUpstream) event(ev uint32) {
 			soerr = int(unix.ECONNREFUSED)
 		}
 		if err != nil || soerr != 0 {
+			u.l.e.resolver.failed(u.pool.up.Addr)
 			u.fail(fmt.Errorf("%w: dial %s: %w", errNotSent, u.pool.up.Addr, syscall.Errno(soerr)))
 			return
 		}
@@ -657,14 +685,46 @@ func (u *evUpstream) event(ev uint32) {
 			u.readable() // the region answers before it read the whole request
 		}
 	default:
+		if ev&unix.EPOLLOUT != 0 && len(u.out) > 0 {
+			u.flushOut()
+			if u.fd < 0 {
+				return
+			}
+		}
 		if u.paused {
-			if c := u.c; c != nil && ev&unix.EPOLLIN == 0 {
+			if c := u.c; c != nil && ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 				c.abort() // reset while the client was slow
 			}
 			return
 		}
-		u.readable()
+		if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			u.readable()
+		}
 	}
+}
+
+// flushOut sends more of a request whose answer is already being relayed.
+func (u *evUpstream) flushOut() {
+	n, e := rawWrite(u.fd, u.out)
+	switch {
+	case e == unix.EAGAIN || e == unix.EINTR:
+		return
+	case e != 0:
+		u.out = u.out[:0] // the region stopped reading; its answer goes on
+	default:
+		u.out = u.out[:copy(u.out, u.out[n:])]
+	}
+	if len(u.out) == 0 {
+		u.setEvents(u.readEvents())
+	}
+}
+
+// readEvents is the interest of a connection with nothing left to send.
+func (u *evUpstream) readEvents() uint32 {
+	if u.paused {
+		return 0
+	}
+	return unix.EPOLLIN
 }
 
 // send writes w (nil: what is left of u.out) on u.
@@ -758,15 +818,24 @@ func (u *evUpstream) bodyTake(b []byte) (n int, done, ok bool) {
 func (u *evUpstream) pause() {
 	if u.state == uBody && !u.paused {
 		u.paused = true
-		u.setEvents(0)
+		u.setEvents(u.writeEvents())
 	}
 }
 
 func (u *evUpstream) resume() {
 	if u.paused {
 		u.paused = false
-		u.setEvents(unix.EPOLLIN)
+		u.setEvents(u.writeEvents())
 	}
+}
+
+// writeEvents: the read interest, plus writability while request bytes
+// are left.
+func (u *evUpstream) writeEvents() uint32 {
+	if len(u.out) > 0 {
+		return u.readEvents() | unix.EPOLLOUT
+	}
+	return u.readEvents()
 }
 
 // release puts u back in its pool, or closes it when the pool is full.

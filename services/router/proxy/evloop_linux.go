@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -396,7 +397,11 @@ func (l *evLoop) scan() {
 	}
 	l.serveWaiters()
 	for up, pool := range l.pools {
-		if pool.open == 0 && len(pool.waiters) == 0 {
+		if len(pool.waiters) > 2*pool.nwait+16 {
+			// Drop the entries of requests that stopped waiting.
+			pool.waiters = slices.DeleteFunc(pool.waiters, func(c *evClient) bool { return c.waiting != pool })
+		}
+		if pool.open == 0 && pool.nwait == 0 {
 			delete(l.pools, up)
 		}
 	}
@@ -429,6 +434,7 @@ func (l *evLoop) fast(snap *table.Snapshot) bool {
 type evPool struct {
 	up      *table.Upstream
 	waiters []*evClient // requests waiting for a connection, oldest first
+	nwait   int         // how many of them still wait (the others are skipped)
 	ready   bool        // in the loop's list of pools to serve waiters from
 	idle    []*evUpstream
 	open    int
@@ -481,6 +487,9 @@ func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	if b := l.p.opts.sndBuf; b > 0 {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, b)
+	}
 	u := &evUpstream{l: l, fd: fd, pool: pool, g: l.nextGen(), state: uDialing, events: unix.EPOLLIN | unix.EPOLLOUT}
 	err = unix.Connect(fd, sa)
 	switch {
@@ -489,6 +498,7 @@ func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
 	case errors.Is(err, unix.EINPROGRESS):
 	default:
 		_ = unix.Close(fd)
+		l.e.resolver.failed(up.Addr)
 		return nil, fmt.Errorf("%w: dial %s: %w", errNotSent, up.Addr, err)
 	}
 	if err := l.register(u, fd, u.events); err != nil {
@@ -523,8 +533,8 @@ func (l *evLoop) serveWaiters() {
 			c := pool.waiters[0]
 			pool.waiters = pool.waiters[1:]
 			if c.waiting == pool && c.fd >= 0 {
-				c.waiting = nil
-				c.send()
+				c.stopWaiting()
+				c.sendQueued(true)
 			}
 		}
 		if len(pool.waiters) == 0 {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -349,5 +350,43 @@ func TestRequestsWaitForAFreeConnection(t *testing.T) {
 	// One connection per loop (or one in all on the fasthttp path).
 	if limit := int64(runtime.GOMAXPROCS(0)); most.Load() > limit {
 		t.Fatalf("%d requests at once at the region, want at most %d", most.Load(), limit)
+	}
+}
+
+// A region that starts its answer before it read the whole request (one
+// that echoes as it reads) still gets the rest of the body, and the client
+// the whole answer, when the router's write to the region was partial.
+func TestRegionAnsweringWhileReadingGetsTheWholeBody(t *testing.T) {
+	t.Parallel()
+	region := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		_, _ = io.WriteString(w, "first:")
+		_ = http.NewResponseController(w).Flush()
+		_, _ = io.Copy(w, r.Body)
+	}))
+	// A small receive window at the region, a small send buffer at the
+	// router: the router's write of the request is partial.
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	region.Listener = ln
+	region.Start()
+	defer region.Close()
+	r := startRouter(t, Options{sndBuf: 1024}, model.StrategyRoundRobin, map[string]string{"r1": region.URL})
+	body := strings.Repeat("0123456789", 1500) // 15000 bytes: the loop buffers it
+	for i := range 3 {
+		resp, err := client().Post(r.url+"/echo", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil || string(b) != "first:"+body {
+			t.Fatalf("request %d: %d of %d bytes, err %v", i, len(b), len("first:"+body), err)
+		}
 	}
 }

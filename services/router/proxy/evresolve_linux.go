@@ -108,6 +108,16 @@ func parsePort(s string) (uint64, error) {
 	return uint64(ap.Port()), nil
 }
 
+// failed notes a failed dial to hostport: a name is looked up again at the
+// next dial (its address may have moved, a restarted container say).
+func (r *evResolver) failed(hostport string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.names[hostport]; n != nil && n.sa != nil {
+		n.next = time.Time{}
+	}
+}
+
 // stop cancels the lookups in progress and waits for them.
 func (r *evResolver) stop() {
 	r.cancel()

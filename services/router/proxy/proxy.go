@@ -67,6 +67,10 @@ type Options struct {
 	// DisableEventLoop serves every connection on the fasthttp path; by
 	// default (on Linux) plain requests take the event loop's fast path.
 	DisableEventLoop bool
+
+	// sndBuf, when set, shrinks the event loop's region sockets' send
+	// buffers: tests use it to force partial writes.
+	sndBuf int
 }
 
 // Defaults fills zero fields with the defaults.
