@@ -54,6 +54,7 @@ type evEngine struct {
 	handoff  *handoffListener
 	resolver *evResolver
 	srvDone  chan struct{}
+	next     atomic.Uint32 // the loop the next accepted connection goes to
 	// lnfd is the listener's descriptor, in every loop's epoll set until
 	// shutdown; lnReleased is closed once no loop uses it.
 	lnfd       int
@@ -79,6 +80,9 @@ type evLoop struct {
 
 	listening  bool
 	relistenAt int64
+
+	mu      sync.Mutex
+	pending []evNew // connections other loops accepted for this one
 
 	bufs    [][]byte
 	scratch []byte
@@ -196,14 +200,45 @@ func (l *evLoop) acceptConns() {
 			return
 		}
 		_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := &evClient{l: l, fd: nfd, g: l.nextGen(), ip: sockaddrIP(sa), events: unix.EPOLLIN}
-		if err := l.register(c, nfd, unix.EPOLLIN); err != nil {
-			_ = unix.Close(nfd)
+		// Connections are dealt to the loops in turn: whichever loop the
+		// kernel woke, each serves its share (a burst of connections
+		// accepted by one loop would leave the others idle).
+		n := evNew{fd: nfd, ip: sockaddrIP(sa)}
+		if to := l.e.loops[int(l.e.next.Add(1))%len(l.e.loops)]; to != l {
+			to.give(n)
 			continue
 		}
-		l.clients++
-		c.idleDeadline()
+		l.adopt(n)
 	}
+}
+
+// adopt starts serving an accepted connection on l.
+func (l *evLoop) adopt(n evNew) {
+	if l.e.closing.Load() {
+		_ = unix.Close(n.fd)
+		return
+	}
+	c := &evClient{l: l, fd: n.fd, g: l.nextGen(), ip: n.ip, events: unix.EPOLLIN}
+	if err := l.register(c, n.fd, unix.EPOLLIN); err != nil {
+		_ = unix.Close(n.fd)
+		return
+	}
+	l.clients++
+	c.idleDeadline()
+}
+
+// give hands an accepted connection to l from another loop.
+func (l *evLoop) give(n evNew) {
+	l.mu.Lock()
+	l.pending = append(l.pending, n)
+	l.mu.Unlock()
+	l.wake()
+}
+
+// evNew is an accepted connection on its way to its loop.
+type evNew struct {
+	fd int
+	ip []byte
 }
 
 func (l *evLoop) listen() error {
@@ -258,6 +293,12 @@ func (e *evEngine) stopLoops(ctx context.Context) {
 	}
 	for _, l := range e.loops {
 		l.closeFDs() // after the loops: a late wake-up must not write to a reused descriptor
+		l.mu.Lock()
+		for _, n := range l.pending { // given to l as it stopped
+			_ = unix.Close(n.fd)
+		}
+		l.pending = nil
+		l.mu.Unlock()
 	}
 	e.resolver.stop()
 	_ = e.handoff.Close()
@@ -328,6 +369,13 @@ func (l *evLoop) run() {
 func (l *evLoop) woken() {
 	var b [8]byte
 	_, _ = unix.Read(l.wakefd, b[:])
+	l.mu.Lock()
+	news := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+	for _, n := range news {
+		l.adopt(n)
+	}
 }
 
 func (l *evLoop) register(h evHandler, fd int, events uint32) error {
