@@ -286,52 +286,26 @@ func (c *evClient) upstreamFailed(u *evUpstream, err error) {
 		u.close()
 	}
 	c.u = nil
-	if c.stale < 2 && (errors.Is(err, errStale) || (c.req.idempotent && errors.Is(err, errStaleRead))) {
+	if c.stale < 2 && staleRetry(err, c.req.idempotent) {
 		c.stale++
 		c.ntried--
 		c.attempt(up)
 		return
 	}
-	if up.Metrics != nil {
-		up.Metrics.Request(0)
-	}
-	p.failure(up)
-	notSent := errors.Is(err, errNotSent)
-	timeout := errors.Is(err, errHeaderTimeout)
-	retry := false
-	switch {
-	case notSent:
-		retry = true // the body is buffered: any method may go elsewhere
-	case !c.statusRetried && c.req.idempotent:
-		retry = true
-		c.statusRetried = true
-	}
-	if retry && c.ntried < maxAttempts {
-		reason := "error"
-		if notSent {
-			reason = "connect"
-		} else if timeout {
-			reason = "timeout"
-		}
-		if alt := p.alternative(c.snap, c.tried[:c.ntried], up, reason); alt != nil {
+	// The body is buffered: any method may go elsewhere if not sent.
+	f := p.failedAttempt(up, err, c.req.idempotent, true, &c.statusRetried)
+	if f.retry && c.ntried < maxAttempts {
+		if alt := p.alternative(c.snap, c.tried[:c.ntried], up, f.reason); alt != nil {
 			c.attempt(alt)
 			return
 		}
 	}
-	p.log.Debug("proxy error", "region", up.Name, "err", err, "retry", retry)
-	switch {
-	case notSent:
-		p.m.NoRegion.Inc()
-		c.answerError(503, "Service Unavailable", bodyNoAnswer)
-	case timeout:
-		c.answerError(504, "Gateway Timeout", bodyTimeout)
-	default:
-		c.answerError(502, "Bad Gateway", bodyBadGW)
-	}
+	p.log.Debug("proxy error", "region", up.Name, "err", err, "retry", f.retry)
+	c.answerError(p.answer(f))
 }
 
-func (c *evClient) answerError(status int, reason string, body []byte) {
-	w := appendError(c.l.scratch[:0], status, reason, c.up.Name, body, c.closeAfter, c.req.head)
+func (c *evClient) answerError(status int, body []byte) {
+	w := appendError(c.l.scratch[:0], status, c.up.Name, body, c.closeAfter, c.req.head)
 	c.l.scratch = w[:0]
 	c.write(w)
 	if c.fd >= 0 {
@@ -395,19 +369,7 @@ func (c *evClient) onHead(u *evUpstream) {
 		return
 	}
 	up := c.up
-	d := time.Since(c.start)
-	up.Latency.Observe(d)
-	status := r.status
-	if up.Metrics != nil {
-		up.Metrics.Latency.Observe(d.Seconds())
-		up.Metrics.Request(status)
-	}
-	if status >= 500 {
-		p.failure(up)
-	} else {
-		up.Success()
-	}
-	if (status == 502 || status == 503 || status == 504) && c.req.idempotent && !c.statusRetried && c.ntried < maxAttempts {
+	if p.answeredBy(up, r.status, time.Since(c.start)) && c.req.idempotent && !c.statusRetried && c.ntried < maxAttempts {
 		if alt := p.alternative(c.snap, c.tried[:c.ntried], up, "status"); alt != nil {
 			c.statusRetried = true
 			u.close() // the answer is discarded

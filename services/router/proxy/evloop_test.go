@@ -102,19 +102,8 @@ func TestEventLoopAllocatesNothing(t *testing.T) {
 	for range 50 { // open the region connections, size the answer
 		roundTripRaw(t, c, buf, &size)
 	}
-	const runs = 1000
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range runs {
-		roundTripRaw(t, c, buf, &size)
-	}
-	runtime.ReadMemStats(&after)
 	// Counted for the whole process: the client and the regions here too.
-	n := after.Mallocs - before.Mallocs
-	t.Logf("%d allocations in %d proxied requests", n, runs)
-	if n > runs/10 {
-		t.Fatalf("%d allocations in %d proxied requests, want none per request", n, runs)
-	}
+	assertNoAllocsPerRequest(t, func() { roundTripRaw(t, c, buf, &size) })
 }
 
 // BenchmarkServe is one proxied GET at a time on one client connection,

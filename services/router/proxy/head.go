@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+
+	"github.com/valyala/fasthttp"
 )
 
 // This file is the event loop's HTTP/1.1 framing: a strict parser for the
@@ -316,10 +318,7 @@ func appendRequest(dst, b []byte, r *reqHead, host, prefix string, client []byte
 		if isHopHeader(name) || isForwardingHeader(name) || eqFold(name, "host") {
 			continue
 		}
-		dst = append(dst, name...)
-		dst = append(dst, ": "...)
-		dst = append(dst, h.value.of(b)...)
-		dst = append(dst, "\r\n"...)
+		dst = appendHeader(dst, name, h.value.of(b))
 	}
 	dst = append(dst, "X-Forwarded-For: "...)
 	for i := range r.nxff {
@@ -331,6 +330,13 @@ func appendRequest(dst, b []byte, r *reqHead, host, prefix string, client []byte
 	dst = append(dst, r.host.of(b)...)
 	dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n\r\n"...)
 	return dst
+}
+
+func appendHeader(dst, name, value []byte) []byte {
+	dst = append(dst, name...)
+	dst = append(dst, ": "...)
+	dst = append(dst, value...)
+	return append(dst, "\r\n"...)
 }
 
 func isForwardingHeader(name []byte) bool {
@@ -459,10 +465,7 @@ func appendResponse(dst, b []byte, r *respHead, region string, closeConn bool) [
 		if (r.te && eqFold(name, "content-length")) || eqFold(name, "x-lb-region") || r.named(b, name) {
 			continue
 		}
-		dst = append(dst, name...)
-		dst = append(dst, ": "...)
-		dst = append(dst, h.value.of(b)...)
-		dst = append(dst, "\r\n"...)
+		dst = appendHeader(dst, name, h.value.of(b))
 	}
 	dst = append(dst, "X-LB-Region: "...)
 	dst = append(dst, region...)
@@ -497,11 +500,11 @@ func (r *respHead) named(b, name []byte) bool {
 
 // appendError writes one of the router's own JSON error answers (without
 // the body when it answers a HEAD).
-func appendError(dst []byte, status int, reason string, region string, body []byte, closeConn, head bool) []byte {
+func appendError(dst []byte, status int, region string, body []byte, closeConn, head bool) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = appendInt(dst, int64(status))
 	dst = append(dst, ' ')
-	dst = append(dst, reason...)
+	dst = append(dst, fasthttp.StatusMessage(status)...)
 	dst = append(dst, "\r\nContent-Type: application/json\r\n"...)
 	if region != "" {
 		dst = append(dst, "X-LB-Region: "...)

@@ -177,10 +177,10 @@ func TestChunkScanner(t *testing.T) {
 }
 
 func TestAppendError(t *testing.T) {
-	if got := appendError(nil, 503, "Service Unavailable", "eu", bodyNoAnswer, false, true); bytes.Contains(got, bodyNoAnswer) {
+	if got := appendError(nil, 503, "eu", bodyNoAnswer, false, true); bytes.Contains(got, bodyNoAnswer) {
 		t.Fatalf("answer to HEAD has a body: %q", got)
 	}
-	got := appendError(nil, 503, "Service Unavailable", "eu", bodyNoAnswer, true, false)
+	got := appendError(nil, 503, "eu", bodyNoAnswer, true, false)
 	if !bytes.HasPrefix(got, []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nX-LB-Region: eu\r\nConnection: close\r\nContent-Length: ")) ||
 		!bytes.HasSuffix(got, append([]byte("\r\n\r\n"), bodyNoAnswer...)) {
 		t.Fatalf("%q", got)

@@ -314,19 +314,7 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		}
 		bs, err := roundTrip(up.Client, out, resp, start.Add(p.opts.ResponseHeaderTimeout))
 		if err == nil {
-			d := time.Since(start)
-			up.Latency.Observe(d)
-			status := resp.StatusCode()
-			if up.Metrics != nil {
-				up.Metrics.Latency.Observe(d.Seconds())
-				up.Metrics.Request(status)
-			}
-			if status >= 500 {
-				p.failure(up)
-			} else {
-				up.Success()
-			}
-			if (status == 502 || status == 503 || status == 504) && idem && !statusRetried && n < maxAttempts && resendable() {
+			if p.answeredBy(up, resp.StatusCode(), time.Since(start)) && idem && !statusRetried && n < maxAttempts && resendable() {
 				if alt := p.alternative(snap, tried[:n], up, "status"); alt != nil {
 					statusRetried = true
 					if bs != nil {
@@ -343,50 +331,89 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		}
 		fasthttp.ReleaseResponse(resp)
 
-		if stale < 2 && resendable() && (errors.Is(err, errStale) || (idem && errors.Is(err, errStaleRead))) {
+		if stale < 2 && resendable() && staleRetry(err, idem) {
 			// Not the region's fault: try a fresh connection to it.
 			stale++
 			n--
 			continue
 		}
-		if up.Metrics != nil {
-			up.Metrics.Request(0)
-		}
-		p.failure(up)
-		notSent := errors.Is(err, errNotSent)
-		timeout := errors.Is(err, errHeaderTimeout)
-		retry := false
-		switch {
-		case notSent:
-			retry = resendable() // any method: the region never saw it
-		case !statusRetried && idem && resendable():
-			retry = true
-			statusRetried = true
-		}
-		if retry && n < maxAttempts {
-			reason := "error"
-			if notSent {
-				reason = "connect"
-			} else if timeout {
-				reason = "timeout"
-			}
-			if alt := p.alternative(snap, tried[:n], up, reason); alt != nil {
+		f := p.failedAttempt(up, err, idem, resendable(), &statusRetried)
+		if f.retry && n < maxAttempts {
+			if alt := p.alternative(snap, tried[:n], up, f.reason); alt != nil {
 				up = alt
 				continue
 			}
 		}
-		p.log.Debug("proxy error", "region", up.Name, "err", err, "retry", retry)
-		switch {
-		case notSent:
-			p.m.NoRegion.Inc()
-			writeError(ctx, up, fasthttp.StatusServiceUnavailable, bodyNoAnswer)
-		case timeout:
-			writeError(ctx, up, fasthttp.StatusGatewayTimeout, bodyTimeout)
-		default:
-			writeError(ctx, up, fasthttp.StatusBadGateway, bodyBadGW)
-		}
+		p.log.Debug("proxy error", "region", up.Name, "err", err, "retry", f.retry)
+		status, body := p.answer(f)
+		writeError(ctx, up, status, body)
 		return
 	}
+}
+
+// answeredBy records an answer of up with status, d after the request was
+// sent; it reports a status an idempotent request may retry elsewhere.
+func (p *Proxy) answeredBy(up *table.Upstream, status int, d time.Duration) (retryable bool) {
+	up.Latency.Observe(d)
+	if up.Metrics != nil {
+		up.Metrics.Latency.Observe(d.Seconds())
+		up.Metrics.Request(status)
+	}
+	if status >= 500 {
+		p.failure(up)
+	} else {
+		up.Success()
+	}
+	return status == 502 || status == 503 || status == 504
+}
+
+// staleRetry reports a failure of a kept-alive connection that warrants a
+// fresh connection to the same region: nothing was sent, or an idempotent
+// request met a close before any answer byte.
+func staleRetry(err error, idempotent bool) bool {
+	return errors.Is(err, errStale) || (idempotent && errors.Is(err, errStaleRead))
+}
+
+// failure is what both paths decide after a failed attempt.
+type failure struct {
+	retry, notSent, timeout bool
+	reason                  string // the retries metric's label
+}
+
+// failedAttempt counts a failed attempt on up and applies the retry rules:
+// a request the region never saw may go elsewhere (any method, if its body
+// can be re-sent); otherwise one retry, for idempotent methods only.
+func (p *Proxy) failedAttempt(up *table.Upstream, err error, idempotent, resendable bool, retried *bool) failure {
+	if up.Metrics != nil {
+		up.Metrics.Request(0)
+	}
+	p.failure(up)
+	f := failure{notSent: errors.Is(err, errNotSent), timeout: errors.Is(err, errHeaderTimeout), reason: "error"}
+	switch {
+	case f.notSent:
+		f.retry = resendable
+	case !*retried && idempotent && resendable:
+		f.retry = true
+		*retried = true
+	}
+	if f.notSent {
+		f.reason = "connect"
+	} else if f.timeout {
+		f.reason = "timeout"
+	}
+	return f
+}
+
+// answer is the router's own answer to f when no retry is left.
+func (p *Proxy) answer(f failure) (int, []byte) {
+	switch {
+	case f.notSent:
+		p.m.NoRegion.Inc()
+		return fasthttp.StatusServiceUnavailable, bodyNoAnswer
+	case f.timeout:
+		return fasthttp.StatusGatewayTimeout, bodyTimeout
+	}
+	return fasthttp.StatusBadGateway, bodyBadGW
 }
 
 var errDiscard = errors.New("response discarded for a retry")
