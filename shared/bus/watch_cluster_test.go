@@ -44,8 +44,14 @@ func watchNodeLoss(t *testing.T, leading bool) {
 	ctx := ctxT(t, 90*time.Second)
 	kvW, err := jsW.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Replicas: 3})
 	require.NoError(t, err)
-	_, err = kvW.PutString(ctx, "k", "v1")
-	require.NoError(t, err)
+	// A new R3 stream may have no leader yet on a loaded machine: the
+	// first write waits for one.
+	eventually(t, 30*time.Second, func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		_, err := kvW.PutString(pctx, "k", "v1")
+		return err == nil
+	}, "the new bucket took no write for 30s")
 
 	var mu sync.Mutex
 	seen := map[string]time.Time{}
@@ -148,15 +154,23 @@ func watchNodeLoss(t *testing.T, leading bool) {
 	require.True(t, ncW.IsConnected(), "the watcher's connection must not have dropped (that case is a reconnect)")
 }
 
+// consumers lists the stream's consumers; nil while the stream does not
+// answer (a leader election in progress), and the caller asks again.
 func consumers(t *testing.T, js jetstream.JetStream, stream string) []string {
 	t.Helper()
-	st, err := js.Stream(context.Background(), stream)
-	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil
+	}
 	var names []string
-	l := st.ConsumerNames(context.Background())
+	l := st.ConsumerNames(ctx)
 	for n := range l.Name() {
 		names = append(names, n)
 	}
-	require.NoError(t, l.Err())
+	if l.Err() != nil {
+		return nil
+	}
 	return names
 }
