@@ -379,3 +379,47 @@ func TestRegionAnsweringWhileReadingGetsTheWholeBody(t *testing.T) {
 		}
 	}
 }
+
+// A client that resets its connection while its request is in flight and
+// its pipelined bytes fill the loop's buffer costs the router nothing: the
+// reset is noticed at once (level-triggered, an unnoticed reset would spin).
+func TestResetWithAFullBufferDoesNotSpin(t *testing.T) {
+	if runtime.GOOS != "linux" || os.Getenv("ROUTER_TEST_EVENT_LOOP") == "false" {
+		t.Skip("the event loop runs on Linux only")
+	}
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	region := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		arrived <- struct{}{}
+		<-release
+	}))
+	defer region.Close()
+	defer close(release)
+	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"r1": region.URL})
+	c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	if _, err := io.WriteString(c, strings.Repeat("GET /next HTTP/1.1\r\nHost: x\r\n\r\n", 1000)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).SetLinger(0)
+	_ = c.Close() // a reset
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before, start := cpu(), time.Now()
+	time.Sleep(time.Second) // the window measured, not a synchronisation
+	used, wall := cpu()-before, time.Since(start)
+	t.Logf("%v of CPU in %v after the reset", used, wall)
+	if used > wall/2 {
+		t.Fatalf("%v of CPU in %v after a client reset: a loop spins", used, wall)
+	}
+}
