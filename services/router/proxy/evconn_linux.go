@@ -243,11 +243,14 @@ func (c *evClient) sendQueued(fromQueue bool) {
 	pool := l.pool(up)
 	var u *evUpstream
 	var err error
-	if pool != nil && pool.nwait > 0 && !fromQueue {
+	switch {
+	case pool == nil: // fast() vouched for every candidate; not expected
+		err = fmt.Errorf("%w: region %s is not for the event loop", errNotSent, up.Name)
+	case pool.nwait > 0 && !fromQueue:
 		err = errPoolFull
 		l.signal(pool) // the queue may move now
-	} else {
-		u, err = l.conn(up)
+	default:
+		u, err = l.conn(pool)
 	}
 	if errors.Is(err, errPoolFull) {
 		c.waiting = pool

@@ -29,9 +29,9 @@ import (
 //
 // It handles what is common and simple: origin-form requests with a
 // Content-Length body small enough to buffer (so any retry can re-send it),
-// to regions dialled by IP address. Anything else (WebSocket and other
-// upgrades, chunked or large uploads, Expect, HTTP/1.0, TLS regions,
-// regions named by DNS, heads it is not sure of) hands the connection, with
+// to plain-http regions (named by DNS once the name resolved). Anything
+// else (WebSocket and other upgrades, chunked or large uploads, Expect,
+// HTTP/1.0, TLS regions, heads it is not sure of) hands the connection, with
 // the bytes already read, to the fasthttp path, which serves it from then
 // on. Responses of any size and framing (Content-Length, chunked,
 // close-delimited, SSE) are relayed as they arrive, with backpressure.
@@ -42,7 +42,8 @@ const (
 	evMaxBufs = 1024 // free buffers kept per loop
 )
 
-// evEngine owns the loops and the accept goroutine.
+// evEngine owns the loops, the listener they share and the hand-off to the
+// fasthttp server.
 type evEngine struct {
 	p        *Proxy
 	loops    []*evLoop
@@ -56,11 +57,10 @@ type evEngine struct {
 	srvDone  chan struct{}
 	next     atomic.Uint32 // the loop the next accepted connection goes to
 	// lnfd is the listener's descriptor, in every loop's epoll set until
-	// shutdown; lnReleased is closed once no loop uses it.
-	lnfd       int
-	lnWG       sync.WaitGroup
-	lnReleased chan struct{}
-	stopOnce   sync.Once
+	// shutdown; lnWG counts the loops still using it.
+	lnfd     int
+	lnWG     sync.WaitGroup
+	stopOnce sync.Once
 }
 
 // evHandler is a registered descriptor: a client or a region connection.
@@ -90,9 +90,8 @@ type evLoop struct {
 	pools   map[*table.Upstream]*evPool
 	clients int
 
-	snap   *table.Snapshot
-	snapOK bool
-	ready  []*evPool // pools that freed a connection with requests waiting
+	snap  *table.Snapshot // the last snapshot fast found servable
+	ready []*evPool       // pools that freed a connection with requests waiting
 
 	now      int64 // monotonic ns since e.base, updated per wake-up
 	lastScan int64
@@ -106,7 +105,7 @@ func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
 	if !isTCP || p.opts.DisableEventLoop {
 		return nil, false, nil
 	}
-	e := &evEngine{p: p, ln: tl, base: time.Now(), srvDone: make(chan struct{}), lnReleased: make(chan struct{})}
+	e := &evEngine{p: p, ln: tl, base: time.Now(), srvDone: make(chan struct{})}
 	rc, err := tl.SyscallConn()
 	if err != nil {
 		return nil, false, fmt.Errorf("router listener: %w", err)
@@ -141,10 +140,6 @@ func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
 		e.lnWG.Add(1)
 		go l.run()
 	}
-	go func() {
-		e.lnWG.Wait()
-		close(e.lnReleased)
-	}()
 	return e, true, nil
 }
 
@@ -174,7 +169,7 @@ func (l *evLoop) closeFDs() {
 // accept waits until the loops let go of the listener (each accepts on it
 // from its own epoll set), then closes it.
 func (e *evEngine) accept() error {
-	<-e.lnReleased
+	e.lnWG.Wait()
 	if err := e.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("router listener: %w", err)
 	}
@@ -464,17 +459,18 @@ func (l *evLoop) scan() {
 }
 
 // fast reports whether every candidate of snap can be served here: plain
-// http, dialled by IP. It is computed once per snapshot.
+// http, with an address. A yes is remembered per snapshot; a no is asked
+// again next time (a DNS name may have resolved).
 func (l *evLoop) fast(snap *table.Snapshot) bool {
 	if snap == l.snap {
-		return l.snapOK
+		return true
 	}
 	for _, up := range snap.Candidates {
 		if l.pool(up) == nil {
-			return false // asked again next time: a DNS name may resolve
+			return false
 		}
 	}
-	l.snap, l.snapOK = snap, true
+	l.snap = snap
 	return true
 }
 
@@ -505,13 +501,10 @@ func (l *evLoop) pool(up *table.Upstream) *evPool {
 	return p
 }
 
-// conn returns an idle connection to up, or a new one being dialled; nil
+// conn returns an idle connection of pool, or a new one being dialled; nil
 // when the region refused it at once or the pool is full (err says which).
-func (l *evLoop) conn(up *table.Upstream) (*evUpstream, error) {
-	pool := l.pool(up)
-	if pool == nil {
-		return nil, fmt.Errorf("%w: region %s is not for the event loop", errNotSent, up.Name)
-	}
+func (l *evLoop) conn(pool *evPool) (*evUpstream, error) {
+	up := pool.up
 	if n := len(pool.idle); n > 0 {
 		u := pool.idle[n-1]
 		pool.idle = pool.idle[:n-1]

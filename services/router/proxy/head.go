@@ -114,9 +114,9 @@ func line(b []byte, i int, lenient bool) (end, next int) {
 	return j, j + 1
 }
 
-// parseHeaders reads header lines from i until the empty line; it returns
-// the head's end or a status. fn sees each header; false stops with handoff
-// (requests) or invalid (responses), as fail says.
+// parseHeaders reads header lines from i into hdrs until the empty line; it
+// returns the head's end, or fail (headHandoff for requests, headInvalid for
+// responses, which are parsed more leniently) when a line is not a header.
 func parseHeaders(b []byte, i int, hdrs []header, nh *int, fail headStatus) (int, headStatus) {
 	resp := fail == headInvalid
 	for {

@@ -374,8 +374,8 @@ func staleRetry(err error, idempotent bool) bool {
 	return errors.Is(err, errStale) || (idempotent && errors.Is(err, errStaleRead))
 }
 
-// failure is what both paths decide after a failed attempt.
-type failure struct {
+// attemptFailure is what both paths decide after a failed attempt.
+type attemptFailure struct {
 	retry, notSent, timeout bool
 	reason                  string // the retries metric's label
 }
@@ -383,12 +383,12 @@ type failure struct {
 // failedAttempt counts a failed attempt on up and applies the retry rules:
 // a request the region never saw may go elsewhere (any method, if its body
 // can be re-sent); otherwise one retry, for idempotent methods only.
-func (p *Proxy) failedAttempt(up *table.Upstream, err error, idempotent, resendable bool, retried *bool) failure {
+func (p *Proxy) failedAttempt(up *table.Upstream, err error, idempotent, resendable bool, retried *bool) attemptFailure {
 	if up.Metrics != nil {
 		up.Metrics.Request(0)
 	}
 	p.failure(up)
-	f := failure{notSent: errors.Is(err, errNotSent), timeout: errors.Is(err, errHeaderTimeout), reason: "error"}
+	f := attemptFailure{notSent: errors.Is(err, errNotSent), timeout: errors.Is(err, errHeaderTimeout), reason: "error"}
 	switch {
 	case f.notSent:
 		f.retry = resendable
@@ -405,7 +405,7 @@ func (p *Proxy) failedAttempt(up *table.Upstream, err error, idempotent, resenda
 }
 
 // answer is the router's own answer to f when no retry is left.
-func (p *Proxy) answer(f failure) (int, []byte) {
+func (p *Proxy) answer(f attemptFailure) (int, []byte) {
 	switch {
 	case f.notSent:
 		p.m.NoRegion.Inc()
