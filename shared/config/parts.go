@@ -334,6 +334,14 @@ type Router struct {
 	ResponseHeaderTimeout Duration `envconfig:"ROUTER_RESPONSE_HEADER_TIMEOUT" default:"30s"`
 	IdleConnTimeout       Duration `envconfig:"ROUTER_IDLE_CONN_TIMEOUT" default:"90s"`
 	MaxIdleConnsPerRegion int      `envconfig:"ROUTER_MAX_IDLE_CONNS_PER_REGION" default:"512"`
+	// The client-side timeouts bound what a slow or silent client can hold:
+	// the whole request head, the wait between body reads, a stalled write
+	// to a client that does not read, and a keep-alive connection's idle
+	// time (ROUTER_IDLE_CONN_TIMEOUT is the regions' side).
+	ClientHeaderTimeout Duration `envconfig:"ROUTER_CLIENT_HEADER_TIMEOUT" default:"10s"`
+	ClientBodyTimeout   Duration `envconfig:"ROUTER_CLIENT_BODY_TIMEOUT" default:"60s"`
+	ClientWriteTimeout  Duration `envconfig:"ROUTER_CLIENT_WRITE_TIMEOUT" default:"60s"`
+	ClientIdleTimeout   Duration `envconfig:"ROUTER_CLIENT_IDLE_TIMEOUT" default:"90s"`
 }
 
 // Validate implements Validator.
@@ -349,6 +357,10 @@ func (c Router) Validate() error {
 		"ROUTER_TLS_HANDSHAKE_TIMEOUT":   c.TLSHandshakeTimeout,
 		"ROUTER_RESPONSE_HEADER_TIMEOUT": c.ResponseHeaderTimeout,
 		"ROUTER_IDLE_CONN_TIMEOUT":       c.IdleConnTimeout,
+		"ROUTER_CLIENT_HEADER_TIMEOUT":   c.ClientHeaderTimeout,
+		"ROUTER_CLIENT_BODY_TIMEOUT":     c.ClientBodyTimeout,
+		"ROUTER_CLIENT_WRITE_TIMEOUT":    c.ClientWriteTimeout,
+		"ROUTER_CLIENT_IDLE_TIMEOUT":     c.ClientIdleTimeout,
 	} {
 		if err := positive(name, d); err != nil {
 			return err

@@ -23,7 +23,10 @@ type Router struct {
 	Snapshots prometheus.Counter
 	// Handoffs counts client connections the event loop gave to the
 	// fasthttp path: how much traffic takes the general path.
-	Handoffs  prometheus.Counter
+	Handoffs prometheus.Counter
+	// Refused counts client requests the router answered itself and closed:
+	// invalid heads, bodies that ended early, clients too slow.
+	Refused   prometheus.Counter
 	mu        sync.Mutex
 	perRegion map[string]*Region
 }
@@ -69,13 +72,17 @@ func New(reg prometheus.Registerer) (*Router, error) {
 			Name: "lb_router_handoffs_total",
 			Help: "Client connections the event loop handed to the general (fasthttp) path: upgrades, large or chunked uploads, TLS or not yet resolved regions, unusual requests.",
 		}),
+		Refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lb_router_refused_requests_total",
+			Help: "Client requests refused and their connection closed: invalid HTTP/1.1 framing (400, 414, 431), a request body that ended early or was malformed, a head not received in time (408).",
+		}),
 		perRegion: map[string]*Region{},
 	}
 	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "lb_router_in_flight_requests",
 		Help: "Requests being proxied now.",
 	}, func() float64 { return float64(m.InFlight.n.Load()) })
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, inFlight, m.Panic, m.NoRegion, m.Snapshots, m.Handoffs} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, inFlight, m.Panic, m.NoRegion, m.Snapshots, m.Handoffs, m.Refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

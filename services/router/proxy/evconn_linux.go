@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,7 +33,13 @@ type evClient struct {
 	serving    bool
 	eof        bool // the client half-closed after its request
 	closeAfter bool
-	deadline   int64
+	// deadline ends an idle connection (ClientIdleTimeout), or with
+	// heading one reading a request (ClientHeaderTimeout for the head,
+	// ClientBodyTimeout between body reads); writeDeadline ends one whose
+	// answer the client does not take (ClientWriteTimeout without progress).
+	deadline      int64
+	heading       bool
+	writeDeadline int64
 
 	// The request in flight.
 	req           reqHead
@@ -67,13 +74,25 @@ func (c *evClient) setEvents(ev uint32) {
 	}
 }
 
-func (c *evClient) idleDeadline() { c.deadline = c.l.now + int64(c.l.p.opts.IdleConnTimeout) }
+func (c *evClient) idleDeadline() {
+	c.deadline, c.heading = c.l.now+int64(c.l.p.opts.ClientIdleTimeout), false
+}
+
+// headDeadline starts the head's timer at its first byte (at accept for a
+// new connection).
+func (c *evClient) headDeadline() {
+	if !c.heading {
+		c.deadline, c.heading = c.l.now+int64(c.l.p.opts.ClientHeaderTimeout), true
+	}
+}
 
 func (c *evClient) tick(now int64) {
 	switch {
 	case c.fd < 0:
 	case c.state == cIdle && now > c.deadline:
 		c.abort()
+	case len(c.out) > 0 && now > c.writeDeadline:
+		c.abort() // the client stopped reading; its region connection goes too
 	case c.waiting != nil && now > c.waitUntil:
 		c.stopWaiting() // the entry stays in the pool's list, skipped there
 		c.upstreamFailed(nil, fmt.Errorf("%w: %w", errNotSent, errPoolFull))
@@ -164,14 +183,23 @@ func (c *evClient) serve() {
 		case headIncomplete:
 			if c.n == len(c.buf) {
 				if c.off == 0 {
-					c.handoff() // a head this big is the fasthttp path's to judge
+					c.refuse(431, bodyHeadersLarge) // the buffer is maxHead
 					return
 				}
 				c.compact()
 			}
+			c.headDeadline()
 			return
 		case headHandoff:
 			c.handoff()
+			return
+		case headBad:
+			switch c.req.bad {
+			case 414:
+				c.refuse(c.req.bad, bodyTargetLong)
+			default:
+				c.refuse(c.req.bad, bodyBadRequest)
+			}
 			return
 		}
 		cl := max(c.req.contentLength, 0)
@@ -184,6 +212,9 @@ func (c *evClient) serve() {
 			if c.off+total > len(c.buf) {
 				c.compact()
 			}
+			// The head is in: from now on the body timeout runs between
+			// reads.
+			c.deadline, c.heading = c.l.now+int64(c.l.p.opts.ClientBodyTimeout), true
 			return
 		}
 		c.reqLen = total
@@ -305,6 +336,20 @@ func (c *evClient) upstreamFailed(u *evUpstream, err error) {
 	}
 	p.log.Debug("proxy error", "region", up.Name, "err", err, "retry", f.retry)
 	c.answerError(p.answer(f))
+}
+
+// refuse answers a request that is not valid HTTP/1.1 framing and closes
+// the connection once the answer is out: nothing of it reaches a region.
+func (c *evClient) refuse(status int, body []byte) {
+	c.l.p.m.Refused.Inc()
+	c.closeAfter = true
+	c.state = cFlushing
+	w := appendError(c.l.scratch[:0], status, "", body, true, false)
+	c.l.scratch = w[:0]
+	c.write(w)
+	if c.fd >= 0 && len(c.out) == 0 {
+		c.finish()
+	}
 }
 
 func (c *evClient) answerError(status int, body []byte) {
@@ -436,6 +481,7 @@ func (c *evClient) write(b []byte) {
 	}
 	if n < len(b) {
 		c.out = append(c.out[:0], b[n:]...)
+		c.writeDeadline = c.l.now + int64(c.l.p.opts.ClientWriteTimeout)
 		c.setEvents(c.events | unix.EPOLLOUT)
 		if u := c.u; u != nil {
 			u.pause()
@@ -455,6 +501,9 @@ func (c *evClient) flush() {
 		}
 		c.out = c.out[:copy(c.out, c.out[n:])]
 		if len(c.out) > 0 {
+			if n > 0 {
+				c.writeDeadline = c.l.now + int64(c.l.p.opts.ClientWriteTimeout)
+			}
 			return
 		}
 	}
@@ -846,22 +895,32 @@ func (u *evUpstream) close() {
 }
 
 // handoffListener hands the connections the event loop gives up on to the
-// fasthttp server, which tracks them for shutdown as its own.
+// fasthttp server, which tracks them for shutdown as its own. Its queue is
+// bounded; a loop that finds it full keeps the connection and stops
+// accepting until the server has caught up (back-pressure on accept: a
+// burst waits in the kernel's backlog instead of being dropped).
 type handoffListener struct {
 	addr   net.Addr
 	ch     chan net.Conn
 	done   chan struct{}
 	mu     sync.Mutex
 	closed bool
+	// full is set when a loop found no room; the next Accept wakes the
+	// loops (room) to pass on what they hold.
+	full atomic.Bool
+	room func()
 }
 
-func newHandoffListener(addr net.Addr) *handoffListener {
-	return &handoffListener{addr: addr, ch: make(chan net.Conn, 256), done: make(chan struct{})}
+func newHandoffListener(addr net.Addr, room func()) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn, 256), done: make(chan struct{}), room: room}
 }
 
 func (h *handoffListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-h.ch:
+		if h.full.CompareAndSwap(true, false) {
+			h.room()
+		}
 		return c, nil
 	case <-h.done:
 		return nil, net.ErrClosed
@@ -889,42 +948,20 @@ func (h *handoffListener) Close() error {
 
 func (h *handoffListener) Addr() net.Addr { return h.addr }
 
-// give never blocks the loop: with the fasthttp server this far behind,
-// the connection is refused instead.
-func (h *handoffListener) give(c net.Conn) {
+// offer passes c on without blocking the loop; false when the queue is full
+// (the caller keeps c and offers it again once woken).
+func (h *handoffListener) offer(c net.Conn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		_ = c.Close()
-		return
+		return true
 	}
 	select {
 	case h.ch <- c:
+		return true
 	default:
-		_ = c.Close()
+		h.full.Store(true)
+		return false
 	}
-}
-
-// prefixConn is a handed-off connection: the bytes the loop had read come
-// first.
-type prefixConn struct {
-	net.Conn
-	pre []byte
-}
-
-func (c *prefixConn) Read(b []byte) (int, error) {
-	if len(c.pre) > 0 {
-		n := copy(b, c.pre)
-		c.pre = c.pre[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b) //nolint:wrapcheck // fasthttp compares with io.EOF
-}
-
-// CloseWrite half-closes, for upgraded connections.
-func (c *prefixConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
 }

@@ -90,6 +90,11 @@ type evLoop struct {
 	pools   map[*table.Upstream]*evPool
 	clients int
 
+	// held are handed-off connections waiting for room in the fasthttp
+	// server's queue; at most one per client l had, as l stops accepting
+	// while it holds any.
+	held []net.Conn
+
 	snap  *table.Snapshot // the last snapshot fast found servable
 	ready []*evPool       // pools that freed a connection with requests waiting
 
@@ -113,7 +118,11 @@ func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
 	if err := rc.Control(func(fd uintptr) { e.lnfd = int(fd) }); err != nil {
 		return nil, false, fmt.Errorf("router listener: %w", err)
 	}
-	e.handoff = newHandoffListener(tl.Addr())
+	e.handoff = newHandoffListener(tl.Addr(), func() {
+		for _, l := range e.loops {
+			l.wake()
+		}
+	})
 	e.resolver = newResolver()
 	n := runtime.GOMAXPROCS(0)
 	for range n {
@@ -219,7 +228,7 @@ func (l *evLoop) adopt(n evNew) {
 		return
 	}
 	l.clients++
-	c.idleDeadline()
+	c.headDeadline()
 }
 
 // give hands an accepted connection to l from another loop.
@@ -293,6 +302,10 @@ func (e *evEngine) stopLoops(ctx context.Context) {
 			_ = unix.Close(n.fd)
 		}
 		l.pending = nil
+		for _, c := range l.held {
+			_ = c.Close()
+		}
+		l.held = nil
 		l.mu.Unlock()
 	}
 	e.resolver.stop()
@@ -350,6 +363,9 @@ func (l *evLoop) run() {
 				}
 			}
 		}
+		if len(l.held) > 0 {
+			l.passHeld()
+		}
 		l.serveWaiters()
 		if l.e.closing.Load() {
 			release()
@@ -395,8 +411,14 @@ func (l *evLoop) forget(fd int) {
 	l.fds[fd] = nil
 }
 
+// nextGen numbers registrations, so that an event for a descriptor that was
+// closed and reused is told apart. It skips zero and the negatives: -1
+// marks the listener, and a loop may see more than 2^31 connections.
 func (l *evLoop) nextGen() int32 {
 	l.gens++
+	if l.gens <= 0 {
+		l.gens = 1
+	}
 	return l.gens
 }
 
@@ -617,5 +639,26 @@ func (c *evClient) handoff() {
 		return
 	}
 	l.p.m.Handoffs.Inc()
-	l.e.handoff.give(&prefixConn{Conn: nc, pre: pre})
+	l.held = append(l.held, newClientConn(nc, pre, &l.p.opts))
+	l.passHeld()
+}
+
+// passHeld offers the fasthttp server the connections l holds for it, in
+// order. While any is left l does not accept: the burst waits in the
+// listener's backlog until the server catches up (it wakes the loops).
+func (l *evLoop) passHeld() {
+	for len(l.held) > 0 {
+		if !l.e.handoff.offer(l.held[0]) {
+			l.dropListener()
+			return
+		}
+		l.held[0] = nil
+		l.held = l.held[1:]
+	}
+	l.held = nil
+	if !l.listening && l.relistenAt == 0 && !l.e.closing.Load() {
+		if err := l.listen(); err != nil {
+			l.relistenAt = l.now + int64(evTick)
+		}
+	}
 }

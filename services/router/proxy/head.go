@@ -22,7 +22,8 @@ const (
 	headIncomplete headStatus = iota // need more bytes
 	headOK
 	headHandoff // valid or not, the fasthttp path must judge it
-	headInvalid // a region's answer that cannot be relayed
+	headInvalid // not valid framing: a region's answer is a 502
+	headBad     // a request the router refuses (reqHead.bad says how)
 )
 
 // maxHeaders bounds the headers of a request the event loop handles (more
@@ -42,14 +43,13 @@ type header struct{ name, value span }
 // from, which stays put until the request is answered.
 type reqHead struct {
 	end           int // bytes of the head, CRLFCRLF included
+	bad           int // with headBad: 400, 414 or 431
 	method        span
 	uri           span
 	host          span
 	contentLength int64
 	hdrs          [maxHeaders]header
 	nh            int
-	xff           [4]span // earlier X-Forwarded-For values, in order
-	nxff          int
 	close         bool // the client asked to close after the answer
 	idempotent    bool
 	head          bool
@@ -98,8 +98,8 @@ func isRespValueChar(c byte) bool { return c != '\r' && c != '\n' && c != 0 }
 
 // line finds the line starting at i: its end (without CR LF) and the start
 // of the next line; end is -1 when the line is incomplete, -2 for a bare LF
-// unless lenient (a region's answer may end lines with LF alone).
-func line(b []byte, i int, lenient bool) (end, next int) {
+// (not valid framing, from a client or a region).
+func line(b []byte, i int) (end, next int) {
 	j := bytes.IndexByte(b[i:], '\n')
 	if j < 0 {
 		return -1, 0
@@ -108,30 +108,27 @@ func line(b []byte, i int, lenient bool) (end, next int) {
 	if j > i && b[j-1] == '\r' {
 		return j - 1, j + 1
 	}
-	if !lenient {
-		return -2, 0
-	}
-	return j, j + 1
+	return -2, 0
 }
 
 // parseHeaders reads header lines from i into hdrs until the empty line; it
-// returns the head's end, or fail (headHandoff for requests, headInvalid for
-// responses, which are parsed more leniently) when a line is not a header.
-func parseHeaders(b []byte, i int, hdrs []header, nh *int, fail headStatus) (int, headStatus) {
-	resp := fail == headInvalid
+// returns the head's end, headInvalid when a line is not a header, or full
+// when there are more headers than hdrs holds. A region's header values
+// (resp) may hold any byte but CR, LF and NUL.
+func parseHeaders(b []byte, i int, hdrs []header, nh *int, full headStatus, resp bool) (int, headStatus) {
 	for {
-		e, next := line(b, i, resp)
+		e, next := line(b, i)
 		switch e {
 		case -1:
 			return 0, headIncomplete
 		case -2:
-			return 0, fail
+			return 0, headInvalid
 		}
 		if e == i {
 			return next, headOK
 		}
 		if *nh == len(hdrs) {
-			return 0, fail
+			return 0, full
 		}
 		// name ":" OWS value OWS
 		n := i
@@ -139,7 +136,7 @@ func parseHeaders(b []byte, i int, hdrs []header, nh *int, fail headStatus) (int
 			n++
 		}
 		if n == i || n == e || b[n] != ':' {
-			return 0, fail // empty name, space before colon, obs-fold
+			return 0, headInvalid // empty name, space before colon, obs-fold
 		}
 		v := n + 1
 		for v < e && (b[v] == ' ' || b[v] == '\t') {
@@ -151,7 +148,7 @@ func parseHeaders(b []byte, i int, hdrs []header, nh *int, fail headStatus) (int
 		}
 		for k := v; k < ve; k++ {
 			if !isValueChar(b[k]) && (!resp || !isRespValueChar(b[k])) {
-				return 0, fail
+				return 0, headInvalid
 			}
 		}
 		hdrs[*nh] = header{name: span{int32(i), int32(n)}, value: span{int32(v), int32(ve)}}
@@ -196,17 +193,26 @@ func tokens(v []byte, fn func(tok []byte) bool) bool {
 	return true
 }
 
-// parseRequest parses the request head at the start of b.
+// parseRequest parses the request head at the start of b. What is not
+// valid HTTP/1.1 framing is headBad (r.bad: 400, or 414 for a request line
+// over maxTarget); what is valid but not for the event loop is headHandoff.
 func parseRequest(b []byte, r *reqHead) headStatus {
-	e, next := line(b, 0, false)
+	bad := func(status int) headStatus {
+		r.bad = status
+		return headBad
+	}
+	e, next := line(b, 0)
 	switch e {
 	case -1:
-		if len(b) > 8<<10 {
-			return headHandoff
+		if len(b) > maxTarget {
+			return bad(414)
 		}
 		return headIncomplete
 	case -2:
-		return headHandoff
+		return bad(400)
+	}
+	if e > maxTarget {
+		return bad(414)
 	}
 	// method SP origin-form SP HTTP/1.1
 	m := 0
@@ -214,22 +220,33 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 		m++
 	}
 	if m == 0 || m >= e || b[m] != ' ' {
-		return headHandoff
+		return bad(400)
 	}
 	u := m + 1
-	if u >= e || b[u] != '/' {
-		return headHandoff // absolute-form, authority-form, "*"
-	}
 	ue := u
 	for ue < e && b[ue] > 0x20 && b[ue] < 0x7f {
 		ue++
 	}
-	if ue == e || b[ue] != ' ' || string(b[ue+1:e]) != "HTTP/1.1" {
+	if ue == u || ue == e || b[ue] != ' ' {
+		return bad(400)
+	}
+	switch string(b[ue+1 : e]) {
+	case "HTTP/1.1":
+	case "HTTP/1.0":
 		return headHandoff
+	default:
+		return bad(400)
+	}
+	if b[u] != '/' {
+		return headHandoff // absolute-form, authority-form, "*": the general path judges
 	}
 	*r = reqHead{method: span{0, int32(m)}, uri: span{int32(u), int32(ue)}, contentLength: -1}
-	end, st := parseHeaders(b, next, r.hdrs[:], &r.nh, headHandoff)
-	if st != headOK {
+	end, st := parseHeaders(b, next, r.hdrs[:], &r.nh, headHandoff, false)
+	switch st {
+	case headOK:
+	case headInvalid:
+		return bad(400)
+	default:
 		return st
 	}
 	r.end = end
@@ -242,6 +259,9 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 			if eqFold(name, "host") {
 				hosts++
 				r.host = h.value
+				if !validHost(val) {
+					return bad(400)
+				}
 			}
 		case 6:
 			if eqFold(name, "expect") {
@@ -270,17 +290,9 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 			if eqFold(name, "content-length") {
 				n, ok := parseContentLength(val)
 				if !ok || r.contentLength >= 0 {
-					return headHandoff
+					return bad(400)
 				}
 				r.contentLength = n
-			}
-		case 15:
-			if eqFold(name, "x-forwarded-for") && len(val) > 0 {
-				if r.nxff == len(r.xff) {
-					return headHandoff
-				}
-				r.xff[r.nxff] = h.value
-				r.nxff++
 			}
 		case 17:
 			if eqFold(name, "transfer-encoding") {
@@ -289,7 +301,7 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 		}
 	}
 	if hosts != 1 {
-		return headHandoff
+		return bad(400)
 	}
 	method := r.method.of(b)
 	switch string(method) {
@@ -303,7 +315,8 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 
 // appendRequest writes the request as it goes to up: the endpoint's path
 // prefix, Host = the region's host, hop-by-hop and client-sent forwarding
-// headers dropped, X-Forwarded-* set; the body follows unchanged.
+// headers dropped, the client's forwarding headers replaced by the
+// router's X-Forwarded-*; the body follows unchanged.
 func appendRequest(dst, b []byte, r *reqHead, host, prefix string, client []byte) []byte {
 	dst = append(dst, r.method.of(b)...)
 	dst = append(dst, ' ')
@@ -321,10 +334,6 @@ func appendRequest(dst, b []byte, r *reqHead, host, prefix string, client []byte
 		dst = appendHeader(dst, name, h.value.of(b))
 	}
 	dst = append(dst, "X-Forwarded-For: "...)
-	for i := range r.nxff {
-		dst = append(dst, r.xff[i].of(b)...)
-		dst = append(dst, ", "...)
-	}
 	dst = append(dst, client...)
 	dst = append(dst, "\r\nX-Forwarded-Host: "...)
 	dst = append(dst, r.host.of(b)...)
@@ -339,21 +348,47 @@ func appendHeader(dst, name, value []byte) []byte {
 	return append(dst, "\r\n"...)
 }
 
+// isForwardingHeader reports a header that tells a region who the client
+// is: a client's own values are never passed on (the router sets
+// X-Forwarded-*), whatever the case or with '_' for '-'.
 func isForwardingHeader(name []byte) bool {
 	switch len(name) {
+	case 9:
+		return eqFoldDash(name, "forwarded") || eqFoldDash(name, "x-real-ip")
+	case 14:
+		return eqFoldDash(name, "true-client-ip")
 	case 15:
-		return eqFold(name, "x-forwarded-for")
+		return eqFoldDash(name, "x-forwarded-for")
 	case 16:
-		return eqFold(name, "x-forwarded-host")
+		return eqFoldDash(name, "x-forwarded-host") || eqFoldDash(name, "x-forwarded-port")
 	case 17:
-		return eqFold(name, "x-forwarded-proto")
+		return eqFoldDash(name, "x-forwarded-proto")
 	}
 	return false
 }
 
+// eqFoldDash compares name with lower-case s, in any case and with '_'
+// standing for '-'.
+func eqFoldDash(name []byte, s string) bool {
+	if len(name) != len(s) {
+		return false
+	}
+	for i, c := range name {
+		if c == '_' {
+			c = '-'
+		} else if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // parseResponse parses a region's response head at the start of b.
 func parseResponse(b []byte, r *respHead) headStatus {
-	e, next := line(b, 0, true)
+	e, next := line(b, 0)
 	switch e {
 	case -1:
 		return headIncomplete
@@ -380,7 +415,7 @@ func parseResponse(b []byte, r *respHead) headStatus {
 		}
 	}
 	*r = respHead{status: status, reason: span{9, int32(e)}, contentLength: -1, http10: b[7] == '0'}
-	end, st := parseHeaders(b, next, r.hdrs[:], &r.nh, headInvalid)
+	end, st := parseHeaders(b, next, r.hdrs[:], &r.nh, headInvalid, true)
 	if st != headOK {
 		return st
 	}
@@ -538,12 +573,18 @@ func appendInt(dst []byte, n int64) []byte {
 }
 
 // chunkScanner follows a chunked body byte by byte to find where it ends;
-// the bytes themselves are relayed unchanged.
+// the bytes themselves are relayed unchanged, so it accepts only strict
+// framing: CRLF line ends, chunk extensions without controls, and trailer
+// lines that are header fields (a bare LF there could end the body early
+// for a client and turn the bytes after it into a second response).
 type chunkScanner struct {
 	state uint8
-	size  int64
+	size  int64 // the chunk's size, or the trailer section's length so far
 	digit bool
 }
+
+// maxTrailers bounds a chunked body's trailer section.
+const maxTrailers = 16 << 10
 
 const (
 	csSize uint8 = iota
@@ -553,6 +594,7 @@ const (
 	csDataCR
 	csDataLF
 	csTrailerStart
+	csTrailerName
 	csTrailer
 	csTrailerLF
 	csFinalLF
@@ -564,6 +606,11 @@ const (
 func (s *chunkScanner) scan(b []byte) (n int, done, ok bool) {
 	for n < len(b) {
 		c := b[n]
+		if s.state >= csTrailerStart {
+			if s.size++; s.size > maxTrailers {
+				return n, false, false
+			}
+		}
 		switch s.state {
 		case csSize:
 			switch {
@@ -581,10 +628,10 @@ func (s *chunkScanner) scan(b []byte) (n int, done, ok bool) {
 				return n, false, false
 			}
 		case csExt:
-			switch c {
-			case '\r':
+			switch {
+			case c == '\r':
 				s.state = csSizeLF
-			case '\n':
+			case !isValueChar(c):
 				return n, false, false
 			}
 		case csSizeLF:
@@ -592,7 +639,7 @@ func (s *chunkScanner) scan(b []byte) (n int, done, ok bool) {
 				return n, false, false
 			}
 			if s.size == 0 {
-				s.state = csTrailerStart
+				s.state = csTrailerStart // s.size now counts trailer bytes
 			} else {
 				s.state = csData
 			}
@@ -618,14 +665,27 @@ func (s *chunkScanner) scan(b []byte) (n int, done, ok bool) {
 			}
 			s.state, s.size, s.digit = csSize, 0, false
 		case csTrailerStart:
-			if c == '\r' {
+			switch {
+			case c == '\r':
 				s.state = csFinalLF
-			} else {
+			case isTokenChar(c):
+				s.state = csTrailerName
+			default:
+				return n, false, false
+			}
+		case csTrailerName:
+			switch {
+			case c == ':':
 				s.state = csTrailer
+			case !isTokenChar(c):
+				return n, false, false
 			}
 		case csTrailer:
-			if c == '\r' {
+			switch {
+			case c == '\r':
 				s.state = csTrailerLF
+			case !isValueChar(c):
+				return n, false, false
 			}
 		case csTrailerLF:
 			if c != '\n' {

@@ -19,22 +19,32 @@ func TestParseRequest(t *testing.T) {
 		{"http/1.0", "GET / HTTP/1.0\r\nHost: x\r\n\r\n", headHandoff},
 		{"absolute form", "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n", headHandoff},
 		{"asterisk", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", headHandoff},
-		{"no host", "GET / HTTP/1.1\r\n\r\n", headHandoff},
-		{"two hosts", "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", headHandoff},
+		{"no host", "GET / HTTP/1.1\r\n\r\n", headBad},
+		{"two hosts", "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", headBad},
 		{"transfer-encoding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", headHandoff},
 		{"te and cl", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", headHandoff},
-		{"two lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", headHandoff},
-		{"signed length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", headHandoff},
-		{"space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", headHandoff},
-		{"obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  2\r\n\r\n", headHandoff},
-		{"bare lf", "GET / HTTP/1.1\nHost: x\n\n", headHandoff},
-		{"bare lf in headers", "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", headHandoff},
-		{"nul in value", "GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", headHandoff},
+		{"two lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", headBad},
+		{"signed length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", headBad},
+		{"space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", headBad},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  2\r\n\r\n", headBad},
+		{"bare lf", "GET / HTTP/1.1\nHost: x\n\n", headBad},
+		{"bare lf in headers", "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", headBad},
+		{"nul in value", "GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", headBad},
 		{"upgrade", "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", headHandoff},
 		{"connection names a header", "GET / HTTP/1.1\r\nHost: x\r\nConnection: X-Secret\r\n\r\n", headHandoff},
 		{"expect", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n", headHandoff},
-		{"space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", headHandoff},
-		{"lowercase version", "GET / http/1.1\r\nHost: x\r\n\r\n", headHandoff},
+		{"space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", headBad},
+		{"lowercase version", "GET / http/1.1\r\nHost: x\r\n\r\n", headBad},
+		{"empty host", "GET / HTTP/1.1\r\nHost: \r\n\r\n", headBad},
+		{"host with a path", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", headBad},
+		{"http/1.2", "GET / HTTP/1.2\r\nHost: x\r\n\r\n", headBad},
+		{"http/2.0", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", headBad},
+		{"space in name", "GET / HTTP/1.1\r\nHost: x\r\nContent Length: 5\r\n\r\n", headBad},
+		{"empty name", "GET / HTTP/1.1\r\nHost: x\r\n: v\r\n\r\n", headBad},
+		{"no target", "GET  HTTP/1.1\r\nHost: x\r\n\r\n", headBad},
+		{"connect", "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", headHandoff},
+		{"long target", "GET /" + strings.Repeat("a", maxTarget) + " HTTP/1.1\r\nHost: x\r\n\r\n", headBad},
+		{"long target incomplete", "GET /" + strings.Repeat("a", maxTarget), headBad},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -42,12 +52,23 @@ func TestParseRequest(t *testing.T) {
 			if got := parseRequest([]byte(tc.in), &r); got != tc.want {
 				t.Fatalf("status %d, want %d", got, tc.want)
 			}
+			wantBad := 0
+			if tc.want == headBad {
+				wantBad = 400
+				if strings.HasPrefix(tc.name, "long target") {
+					wantBad = 414
+				}
+			}
+			if r.bad != wantBad {
+				t.Fatalf("refused with %d, want %d", r.bad, wantBad)
+			}
 		})
 	}
 }
 
 func TestAppendRequestRewrites(t *testing.T) {
 	in := []byte("POST /p?q=1 HTTP/1.1\r\nhost: front\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n" +
+		"Forwarded: for=1.1.1.1\r\nX-Real-IP: 1.1.1.1\r\nTrue-Client-IP: 1.1.1.1\r\nX_Forwarded_For: 1.1.1.1\r\nx_forwarded_proto: https\r\n" +
 		"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nConnection: keep-alive, close\r\nKeep-Alive: 5\r\n" +
 		"Te: trailers\r\nProxy-Authorization: x\r\nX-Keep: v \r\nContent-Length: 3\r\n\r\nabc")
 	var r reqHead
@@ -59,7 +80,7 @@ func TestAppendRequestRewrites(t *testing.T) {
 	}
 	got := string(appendRequest(nil, in, &r, "region:8080", "/base", []byte("127.0.0.1")))
 	want := "POST /base/p?q=1 HTTP/1.1\r\nHost: region:8080\r\nX-Keep: v\r\nContent-Length: 3\r\n" +
-		"X-Forwarded-For: 1.1.1.1, 2.2.2.2, 127.0.0.1\r\nX-Forwarded-Host: front\r\nX-Forwarded-Proto: http\r\n\r\n"
+		"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Host: front\r\nX-Forwarded-Proto: http\r\n\r\n"
 	if got != want {
 		t.Fatalf("got\n%q\nwant\n%q", got, want)
 	}
@@ -87,7 +108,8 @@ func TestParseResponse(t *testing.T) {
 		{"bad code", "HTTP/1.1 2x0 OK\r\n\r\n", headInvalid, 0, false, false},
 		{"incomplete", "HTTP/1.1 200 OK\r\nContent-Len", headIncomplete, 0, false, false},
 		{"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", headInvalid, 0, false, false},
-		{"bare lf", "HTTP/1.1 200 OK\nContent-Length: 1\n\n", headOK, 1, false, true},
+		{"bare lf", "HTTP/1.1 200 OK\nContent-Length: 1\n\n", headInvalid, 0, false, false},
+		{"bare lf in headers", "HTTP/1.1 200 OK\r\nX: 1\nContent-Length: 1\r\n\r\n", headInvalid, 0, false, false},
 		{"control byte in value", "HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 1\r\n\r\n", headOK, 1, false, true},
 		{"nul in value", "HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n", headInvalid, 0, false, false},
 		{"many headers", "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-A: 1\r\n", 200) + "Content-Length: 1\r\n\r\n", headOK, 1, false, true},
@@ -168,7 +190,12 @@ func TestChunkScanner(t *testing.T) {
 			t.Fatalf("byte %d: n=%d done=%v ok=%v", i, n, done, ok)
 		}
 	}
-	for _, bad := range []string{"x\r\n", "\r\n", "4\r\nabcdX\r\n", "4\nabcd\r\n", "1\r\na\r\n0\r\n\rX", strings.Repeat("f", 20) + "\r\n"} {
+	for _, bad := range []string{"x\r\n", "\r\n", "4\r\nabcdX\r\n", "4\nabcd\r\n", "1\r\na\r\n0\r\n\rX", strings.Repeat("f", 20) + "\r\n",
+		"ZZZ\r\n", "0x3\r\nabc\r\n", "ffffffffffffffff1\r\n", "3;a\x01\r\nabc\r\n",
+		// Trailers are header lines: a bare LF would end the body early
+		// for a client that accepts it and smuggle a second response.
+		"0\r\nX-T: a\n\r\nHTTP/1.1 200 OK\r\n", "0\r\nX T: a\r\n\r\n", "0\r\n: a\r\n\r\n",
+		"0\r\nX-T: a\x00\r\n\r\n", "0\r\n" + strings.Repeat("X-T: aaaaaaaaaaaaaaaa\r\n", 1000) + "\r\n"} {
 		var s chunkScanner
 		if _, _, ok := s.scan([]byte(bad)); ok {
 			t.Fatalf("%q: accepted", bad)

@@ -43,6 +43,13 @@ type Options struct {
 	TLSHandshakeTimeout   time.Duration
 	ResponseHeaderTimeout time.Duration
 	IdleConnTimeout       time.Duration
+	// The client-side timeouts (contract: ROUTER_CLIENT_*): the whole request
+	// head, the longest wait between request body reads, the longest stall
+	// writing to a client that does not read, and keep-alive idle time.
+	ClientHeaderTimeout   time.Duration
+	ClientBodyTimeout     time.Duration
+	ClientWriteTimeout    time.Duration
+	ClientIdleTimeout     time.Duration
 	MaxIdleConnsPerRegion int
 	// MaxConnsPerRegion caps open connections to one region.
 	MaxConnsPerRegion int
@@ -84,6 +91,10 @@ func (o Options) Defaults() Options {
 	def(&o.TLSHandshakeTimeout, 5*time.Second)
 	def(&o.ResponseHeaderTimeout, 30*time.Second)
 	def(&o.IdleConnTimeout, 90*time.Second)
+	def(&o.ClientHeaderTimeout, 10*time.Second)
+	def(&o.ClientBodyTimeout, 60*time.Second)
+	def(&o.ClientWriteTimeout, 60*time.Second)
+	def(&o.ClientIdleTimeout, 90*time.Second)
 	def(&o.OutlierBaseEjection, 10*time.Second)
 	def(&o.OutlierMaxEjection, 5*time.Minute)
 	def(&o.BudgetWindow, 10*time.Second)
@@ -138,16 +149,22 @@ func New(t *table.Table, m *metrics.Router, o Options, log *slog.Logger) *Proxy 
 		hijacked: map[net.Conn]struct{}{},
 	}
 	p.srv = &fasthttp.Server{
-		Handler:                      p.Handle,
-		Name:                         "",
-		StreamRequestBody:            true,
-		MaxRequestBodySize:           o.RetryBodyLimit,
+		Handler:           p.Handle,
+		Name:              "",
+		StreamRequestBody: true,
+		// Every body streams and Handle reads it; a limit of one byte
+		// keeps fasthttp from reading ahead under one deadline what
+		// clientConn reads under the per-read body timeout.
+		MaxRequestBodySize:           1,
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
-		ReadBufferSize:               16 << 10,
-		IdleTimeout:                  o.IdleConnTimeout,
+		ReadBufferSize:               maxHead,
+		ReadTimeout:                  o.ClientHeaderTimeout,
+		IdleTimeout:                  o.ClientIdleTimeout,
+		HeaderReceived:               p.headerReceived,
+		ErrorHandler:                 p.parseError,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{log},
 	}
@@ -173,7 +190,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	if ok {
 		return e.accept()
 	}
-	if err := p.srv.Serve(ln); err != nil {
+	if err := p.srv.Serve(clientListener{Listener: ln, o: &p.opts}); err != nil {
 		return fmt.Errorf("router serve: %w", err)
 	}
 	return nil
@@ -214,7 +231,6 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 
 var (
 	headerRegion  = []byte("X-LB-Region")
-	hdrXFF        = "X-Forwarded-For"
 	headerXFF     = []byte("X-Forwarded-For")
 	headerXFHost  = []byte("X-Forwarded-Host")
 	headerXFProto = []byte("X-Forwarded-Proto")
@@ -239,23 +255,52 @@ func isIdempotent(h *fasthttp.RequestHeader) bool {
 	return h.IsGet() || h.IsHead() || h.IsPut() || h.IsDelete() || h.IsOptions() || h.IsTrace()
 }
 
-// countingReader tells whether a streamed request body was touched, which
-// decides whether the request may still go to another region.
-type countingReader struct {
-	r io.Reader
-	n int64
+// bodyReader is a streamed request body on its way to a region. It turns
+// a body that ends early into an error (so it is never sent as complete),
+// remembers any error of the client's side (the request is then neither
+// retried nor counted against the region), and tells whether a byte was
+// read (whether the request may still go to another region).
+type bodyReader struct {
+	r    io.Reader
+	want int64 // Content-Length, or -1 when chunked
+	n    int64
+	err  error
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
+// errBodyCut is a request body that ended before its Content-Length.
+var errBodyCut = errors.New("request body ended early")
+
+func (c *bodyReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF) && (c.want < 0 || c.n == c.want):
+	case errors.Is(err, io.EOF):
+		c.err = errBodyCut
+		return n, c.err
+	default:
+		c.err = fmt.Errorf("read request body: %w", err)
+		return n, c.err
+	}
 	return n, err
 }
 
-var countingPool = sync.Pool{New: func() any { return new(countingReader) }}
+var bodyReaderPool = sync.Pool{New: func() any { return new(bodyReader) }}
+
+// retryBodyPool holds buffers for request bodies read whole (up to
+// DefaultRetryBodyLimit; a larger configured limit allocates).
+var retryBodyPool = sync.Pool{New: func() any { b := make([]byte, DefaultRetryBodyLimit); return &b }}
 
 // Handle proxies one request.
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
+	if status, body := checkRequest(&ctx.Request.Header); status != 0 {
+		p.refuse(ctx, status, body)
+		return
+	}
 	p.m.InFlight.Inc()
 	defer p.m.InFlight.Dec()
 	if ctx.Request.Header.ConnectionUpgrade() && len(ctx.Request.Header.Peek("Upgrade")) > 0 {
@@ -272,33 +317,54 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	if snap.Panic {
 		p.notePanic(snap)
 	}
-	start := time.Now()
-	p.budget.Request(start)
 
 	in := &ctx.Request
 	out := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(out)
-	in.Header.CopyTo(&out.Header)
-	stripRequestHop(&out.Header, &in.Header)
-	out.Header.SetProtocolBytes(strHTTP11)
-	setForwarded(ctx, &out.Header)
-	uri := requestURI(in)
-
+	cc, _ := ctx.Conn().(*clientConn)
+	if cc != nil {
+		cc.bodyReads(true)
+		defer cc.bodyReads(false)
+	}
 	idem := isIdempotent(&in.Header)
 	cl := in.Header.ContentLength()
-	var cr *countingReader
+	var br *bodyReader
 	switch {
 	case cl == -2 || cl == 0:
 		// no body
 	case cl > 0 && cl <= p.opts.RetryBodyLimit:
-		out.SetBodyRaw(in.Body())
+		// Read whole before any region sees it: it can be re-sent, and a
+		// body that ends early reaches no region at all.
+		var bp *[]byte
+		if cl <= DefaultRetryBodyLimit {
+			bp = retryBodyPool.Get().(*[]byte)
+			defer retryBodyPool.Put(bp)
+		} else {
+			b := make([]byte, cl)
+			bp = &b
+		}
+		body := (*bp)[:cl]
+		if _, err := io.ReadFull(ctx.RequestBodyStream(), body); err != nil {
+			p.refuseBody(ctx, err)
+			return
+		}
+		out.SetBodyRaw(body)
 	default:
-		cr = countingPool.Get().(*countingReader)
-		*cr = countingReader{r: ctx.RequestBodyStream()}
-		defer countingPool.Put(cr)
-		out.SetBodyStream(cr, cl)
+		br = bodyReaderPool.Get().(*bodyReader)
+		*br = bodyReader{r: ctx.RequestBodyStream(), want: int64(cl)}
+		defer bodyReaderPool.Put(br)
+		out.SetBodyStream(br, cl)
 	}
-	resendable := func() bool { return cr == nil || cr.n == 0 }
+	// A streamed body may go elsewhere only while none of it was read.
+	resendable := func() bool { return br == nil || (br.n == 0 && br.err == nil) }
+	in.Header.CopyTo(&out.Header)
+	stripRequestHop(&out.Header, &in.Header)
+	out.Header.SetProtocolBytes(strHTTP11)
+	out.Header.SetNoDefaultContentType(true)
+	setForwarded(ctx, &out.Header)
+	uri := requestURI(in)
+	start := time.Now()
+	p.budget.Request(start)
 
 	var tried [maxAttempts]*table.Upstream
 	n := 0
@@ -330,6 +396,13 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		fasthttp.ReleaseResponse(resp)
+		if br != nil && br.err != nil {
+			// The client's body failed, not the region: the region's
+			// connection was cut mid-body, and nothing is retried.
+			p.log.Debug("request body failed", "region", up.Name, "err", br.err)
+			p.refuseBody(ctx, br.err)
+			return
+		}
 
 		if stale < 2 && resendable() && staleRetry(err, idem) {
 			// Not the region's fault: try a fresh connection to it.
@@ -532,27 +605,17 @@ func setTarget(h *fasthttp.RequestHeader, up *table.Upstream, uri []byte) {
 	h.SetRequestURIBytes(buf)
 }
 
-// setForwarded sets X-Forwarded-For (every value the client sent, then the
-// client), -Host and -Proto. Each header is deleted first: fasthttp's Set
-// replaces only the first of repeated headers, and a client must not slip a
-// second X-Forwarded-Proto or -For past the router.
+// setForwarded sets X-Forwarded-For (the client's address: with no trusted
+// proxy, a client's own forwarding headers are dropped by stripRequestHop),
+// -Host and -Proto.
 func setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
-	var arr [256]byte
+	var arr [64]byte
 	buf := arr[:0]
-	for _, prior := range ctx.Request.Header.PeekAll(hdrXFF) {
-		if len(prior) > 0 {
-			buf = append(buf, prior...)
-			buf = append(buf, ", "...)
-		}
-	}
 	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
 		buf = ta.AddrPort().Addr().Unmap().AppendTo(buf)
 	} else {
 		buf = append(buf, ctx.RemoteAddr().String()...)
 	}
-	h.DelBytes(headerXFF)
-	h.DelBytes(headerXFHost)
-	h.DelBytes(headerXFProto)
 	h.SetBytesKV(headerXFF, buf)
 	h.SetBytesKV(headerXFHost, ctx.Request.Header.Host())
 	if ctx.IsTLS() {
@@ -594,35 +657,72 @@ type hopDeleter interface {
 }
 
 // stripRequestHop removes hop-by-hop headers from h, including those the
-// client named in Connection (read from in, the request as received).
+// client named in Connection (read from in, the request as received), and
+// every forwarding header the client sent (isForwardingHeader).
 func stripRequestHop(h, in *fasthttp.RequestHeader) {
 	conn := in.PeekBytes(headerConn)
-	if len(conn) == 0 && !anyHop(h.All()) {
+	hop, fwd := scanDropped(h.All(), isForwardingHeader)
+	if fwd {
+		deleteMatching(h, isForwardingHeader)
+	}
+	if len(conn) == 0 && !hop {
 		h.ResetConnectionClose()
 		return
 	}
 	deleteHop(h, conn)
 }
 
-// stripResponseHop removes hop-by-hop headers from a region's answer.
+// stripResponseHop removes hop-by-hop headers from a region's answer, and
+// its own X-LB-Region (the router sets it).
 func stripResponseHop(h *fasthttp.ResponseHeader) {
 	conn := h.PeekBytes(headerConn)
-	if len(conn) == 0 && !anyHop(h.All()) {
+	hop, region := scanDropped(h.All(), isRegionHeader)
+	if region {
+		deleteMatching(h, isRegionHeader)
+	}
+	if len(conn) == 0 && !hop {
 		h.ResetConnectionClose()
 		return
 	}
 	deleteHop(h, conn)
 }
 
-// anyHop is the common case's fast path: one pass over the headers usually
-// finds nothing to delete, which is cheaper than a Del per hop-by-hop name.
-func anyHop(all iter.Seq2[[]byte, []byte]) bool {
+// deleteMatching deletes every header whose name matches, one name at a
+// time (fasthttp's headers cannot be deleted from while iterated).
+func deleteMatching(h interface {
+	All() iter.Seq2[[]byte, []byte]
+	DelBytes(key []byte)
+}, match func([]byte) bool) {
+	for range 64 { // bounded, should a name not delete as iterated
+		var arr [32]byte
+		var k []byte
+		for name := range h.All() {
+			if match(name) {
+				k = append(arr[:0], name...)
+				break
+			}
+		}
+		if k == nil {
+			return
+		}
+		h.DelBytes(k)
+	}
+}
+
+func isRegionHeader(name []byte) bool { return eqFold(name, "x-lb-region") }
+
+// scanDropped is the common case's fast path: one pass over the headers
+// usually finds nothing to delete, which is cheaper than a Del per name. It
+// reports a hop-by-hop header, and one that other reports.
+func scanDropped(all iter.Seq2[[]byte, []byte], other func([]byte) bool) (hop, found bool) {
 	for k := range all {
 		if isHopHeader(k) {
-			return true
+			hop = true
+		} else if other(k) {
+			found = true
 		}
 	}
-	return false
+	return hop, found
 }
 
 // deleteHop removes the standard hop-by-hop headers and those named in conn.

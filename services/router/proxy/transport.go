@@ -188,14 +188,17 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 		resp.SkipBody = true
 	}
 	br := hc.AcquireReader(conn)
-	err = resp.ReadLimitBody(br, 0)
+	err = checkResponseHead(br)
+	if err == nil {
+		err = resp.ReadLimitBody(br, 0)
+	}
 	if err != nil {
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
 		if isTimeout(err) {
 			return nil, fmt.Errorf("%w: %w", errHeaderTimeout, err)
 		}
-		if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		if reused && br.Buffered() == 0 && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 			return nil, fmt.Errorf("%w: %w", errStaleRead, err)
 		}
 		return nil, fmt.Errorf("read response: %w", err)
@@ -220,6 +223,42 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 	bs := bodyStreamPool.Get().(*bodyStream)
 	*bs = bodyStream{r: s, hc: hc, cc: cc, conn: conn, br: br, closeConn: closeConn, resp: resp}
 	return bs, nil
+}
+
+// checkResponseHead holds a region's answer to the event loop's rules
+// before fasthttp (which is lenient: bare LF, conflicting lengths) reads
+// it: a head that is not valid framing is errBadResponse, a 502, and the
+// connection is not reused. Interim 1xx heads are skipped here.
+func checkResponseHead(br *bufio.Reader) error {
+	var r respHead
+	for {
+		if _, err := br.Peek(1); err != nil {
+			return err
+		}
+		for {
+			b, _ := br.Peek(br.Buffered())
+			st := parseResponse(b, &r)
+			if st == headInvalid {
+				return errBadResponse
+			}
+			if st == headOK {
+				if r.status == fasthttp.StatusSwitchingProtocols || r.status >= 200 {
+					return nil
+				}
+				_, _ = br.Discard(r.end)
+				break
+			}
+			if len(b) >= br.Size() {
+				return fmt.Errorf("%w: head larger than %d bytes", errBadResponse, br.Size())
+			}
+			if _, err := br.Peek(len(b) + 1); err != nil {
+				if errors.Is(err, io.EOF) {
+					return fmt.Errorf("%w: %w", errBadResponse, io.ErrUnexpectedEOF)
+				}
+				return err
+			}
+		}
+	}
 }
 
 // isTimeout reports a deadline error; fasthttp's ErrTimeout has Timeout()
@@ -320,6 +359,13 @@ func (b *bodyStream) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	if err == io.EOF {
+		if b.br.Buffered() > 0 {
+			// Bytes after the end of the answer: the region broke framing
+			// (a chunked trailer fasthttp took leniently, say). The client
+			// is cut rather than told the answer ended, and the connection
+			// is not reused (eof stays false).
+			return n, errBadResponse
+		}
 		b.eof = true
 	}
 	return n, err

@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -79,7 +79,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx) {
 	var head []byte
 	status := 0
 	if err == nil {
-		head, status, err = readHead(br)
+		head, status, err = readHead(br, upgrade)
 	}
 	if err != nil {
 		_ = conn.Close()
@@ -88,9 +88,12 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx) {
 		}
 		p.failure(up)
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		switch {
+		case errors.As(err, &ne) && ne.Timeout():
 			writeError(ctx, up, fasthttp.StatusGatewayTimeout, bodyTimeout)
-		} else {
+		case errors.Is(err, errBadResponse):
+			writeError(ctx, up, fasthttp.StatusBadGateway, bodyBadRegion)
+		default:
 			writeError(ctx, up, fasthttp.StatusBadGateway, bodyBadGW)
 		}
 		return
@@ -174,8 +177,9 @@ func (p *Proxy) untrack(client, region net.Conn) {
 }
 
 // readHead reads a response head up to and including the blank line,
-// skipping 1xx interim answers other than 101.
-func readHead(br *bufio.Reader) ([]byte, int, error) {
+// skipping 1xx interim answers other than 101. A head that is not valid
+// framing, or a 101 to another protocol than asked, is errBadResponse.
+func readHead(br *bufio.Reader, asked []byte) ([]byte, int, error) {
 	for {
 		var head []byte
 		for {
@@ -185,26 +189,40 @@ func readHead(br *bufio.Reader) ([]byte, int, error) {
 			}
 			head = append(head, line...)
 			if len(head) > maxUpgradeHead {
-				return nil, 0, errors.New("upgrade response head too large")
+				return nil, 0, fmt.Errorf("%w: upgrade response head too large", errBadResponse)
 			}
 			if len(line) <= 2 && (len(line) == 1 || line[0] == '\r') {
 				break
 			}
 		}
-		fields := bytes.Fields(head[:bytes.IndexByte(head, '\n')])
-		if len(fields) < 2 {
-			return nil, 0, errors.New("malformed status line")
+		var r respHead
+		if parseResponse(head, &r) != headOK {
+			return nil, 0, errBadResponse
 		}
-		status, err := strconv.Atoi(string(fields[1]))
-		if err != nil {
-			return nil, 0, errors.New("malformed status code")
-		}
-		if status >= 100 && status < 200 && status != fasthttp.StatusSwitchingProtocols {
+		if r.status >= 100 && r.status < 200 && r.status != fasthttp.StatusSwitchingProtocols {
 			continue
 		}
-		if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-			head = append(bytes.TrimRight(head, "\r\n"), "\r\n\r\n"...)
+		if r.status == fasthttp.StatusSwitchingProtocols && !upgradeMatches(head, &r, asked) {
+			return nil, 0, fmt.Errorf("%w: switched to another protocol than asked", errBadResponse)
 		}
-		return head, status, nil
+		return head, r.status, nil
 	}
+}
+
+// upgradeMatches reports whether a 101 answer switches to the protocol the
+// client asked for (one of those in its Upgrade list).
+func upgradeMatches(b []byte, r *respHead, asked []byte) bool {
+	for i := range r.nh {
+		if !eqFold(r.hdrs[i].name.of(b), "upgrade") {
+			continue
+		}
+		got := r.hdrs[i].value.of(b)
+		ok := false
+		tokens(asked, func(tok []byte) bool {
+			ok = bytes.EqualFold(bytes.TrimSpace(got), tok)
+			return !ok
+		})
+		return ok
+	}
+	return false
 }
