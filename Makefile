@@ -14,7 +14,7 @@ SERVICES := $(notdir $(wildcard services/*/cmd/*))
 GOLANGCI := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 NATS_SERVER := github.com/nats-io/nats-server/v2
 
-.PHONY: all build run test test-short lint fmt vet bench clean images test-e2e e2e-clean compose-up compose-down
+.PHONY: all build run test test-short lint fmt vet check-mods tidy-mods bench clean images test-e2e e2e-clean compose-up compose-down
 
 # Small tools in deploy/standalone/cmd: a demo region server, the container
 # healthcheck probe, and an event subscriber (all go into the images too).
@@ -68,8 +68,39 @@ fmt:
 vet:
 	$(GO) vet $(PKGS)
 lint: fmt vet
-	@lint=$$(command -v golangci-lint || echo "$(GO) run $(GOLANGCI)"); \
-	for m in $(MODULES); do echo "golangci-lint $$m"; (cd $$m && $$lint run ./...) || exit 1; done
+	@lint=$$(command -v golangci-lint || echo "$(GO) run $(GOLANGCI)"); fail=; \
+	for m in $(MODULES); do echo "golangci-lint $$m"; (cd $$m && $$lint run ./...) || fail="$$fail $$m"; done; \
+	if [ -n "$$fail" ]; then echo "lint: golangci-lint found problems in:$$fail"; exit 1; fi
+
+## check-mods: fail if `go work sync` or `go mod tidy` would change a module's
+## go.mod/go.sum, or if a module on its own (GOWORK=off) would select other
+## dependency versions than the workspace the tests and `make build` use.
+## Changes nothing (go work sync runs on a copy); `make tidy-mods` fixes.
+check-mods:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; fail=; \
+	cp go.work go.work.sum $$tmp/ || exit 1; \
+	for m in $(MODULES); do mkdir -p $$tmp/$$m && cp -R $$m/. $$tmp/$$m/ || exit 1; done; \
+	(cd $$tmp && $(GO) work sync) || { echo "check-mods: go work sync failed"; exit 1; }; \
+	for m in $(MODULES); do \
+		for f in go.mod go.sum; do \
+			diff -u --label "$$m/$$f" --label "$$m/$$f (after go work sync)" $$m/$$f $$tmp/$$m/$$f || \
+				{ echo "check-mods: $$m/$$f is out of step with the workspace: go work sync changes it (diff above)"; fail="$$fail $$m"; }; \
+		done; \
+		(cd $$m && $(GO) mod tidy -diff) || \
+			{ echo "check-mods: $$m: go mod tidy would change go.mod/go.sum (diff above)"; fail="$$fail $$m"; }; \
+		tmpl='{{with .Module}}{{if not (or .Main (and .Replace (not .Replace.Version)))}}{{.Path}} {{.Version}}{{end}}{{end}}'; \
+		ws=$$(cd $$m && $(GO) list -e -deps -test -f "$$tmpl" ./... | sort -u); \
+		off=$$(cd $$m && GOWORK=off $(GO) list -e -deps -test -f "$$tmpl" ./... | sort -u); \
+		[ "$$ws" = "$$off" ] || { diff -u --label "$$m (workspace)" --label "$$m (GOWORK=off)" <(echo "$$ws") <(echo "$$off"); \
+			echo "check-mods: $$m: GOWORK=off selects other dependency versions than the workspace (diff above)"; fail="$$fail $$m"; }; \
+	done; \
+	if [ -n "$$fail" ]; then echo "check-mods: out of step:$$(printf ' %s\n' $$fail | sort -u | tr '\n' ' ')-- run make tidy-mods and commit the result"; exit 1; fi; \
+	echo "check-mods: every go.mod/go.sum is tidy and in step with go.work"
+
+## tidy-mods: go work sync, then go mod tidy in every module (what check-mods wants)
+tidy-mods:
+	$(GO) work sync
+	@for m in $(MODULES); do echo "go mod tidy in $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
 
 ## bench: Go micro-benchmarks and the side-by-side load benchmarks
 bench: build

@@ -176,7 +176,7 @@ func TestConcurrentTriggersAnnounceOnce(t *testing.T) {
 	}
 	events.waitEvent(t, 5*time.Second, model.EventFailoverStarted, "a")
 	// Give stragglers a moment to show up if there were any.
-	time.Sleep(500 * time.Millisecond) //nolint:forbidigo // proving that nothing else arrives takes time
+	time.Sleep(500 * time.Millisecond) // proving that nothing else arrives takes time
 	if n := len(events.matching(model.EventFailoverStarted, "a")); n != 1 {
 		t.Fatalf("%d started events", n)
 	}

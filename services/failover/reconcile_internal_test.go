@@ -112,7 +112,7 @@ func TestReconcileAnnouncesWhatACrashedWriterDidNot(t *testing.T) {
 		t.Fatalf("event %+v id %q seq %d after %d", ev, hdr.Get(jetstream.MsgIDHeader), seq2, seq)
 	}
 	// Several more reconciliations add nothing.
-	time.Sleep(5 * reconcileEvery) //nolint:forbidigo // proving that nothing happens takes time
+	time.Sleep(5 * reconcileEvery) // proving that nothing happens takes time
 	if _, _, seq3 := lastEvent(); seq3 != seq2 {
 		t.Fatalf("more events after reconciliation: seq %d", seq3)
 	}

@@ -290,7 +290,7 @@ func (s *Service) reconcileEvents(ctx context.Context) {
 		}
 		var ev model.Event
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
-			return nil, nil //nolint:nilerr // an undecodable event is as good as none
+			return nil, nil // an undecodable event is as good as none
 		}
 		return &ev, nil
 	}

@@ -23,7 +23,7 @@ func DecodeStrict(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return err //nolint:wrapcheck // the decoder's message is the answer
+		return err // the decoder's message is the answer
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("unexpected data after the JSON value")
@@ -45,13 +45,13 @@ func checkKeys(data []byte, v any) error {
 	names := jsonNames(t)
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil //nolint:nilerr // not an object: the decoder reports it
+		return nil // not an object: the decoder reports it
 	}
 	seen := make(map[string]bool, len(names))
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil //nolint:nilerr // malformed: the decoder reports it
+			return nil // malformed: the decoder reports it
 		}
 		key, _ := tok.(string)
 		if seen[key] {
@@ -67,7 +67,7 @@ func checkKeys(data []byte, v any) error {
 		}
 		var skip json.RawMessage
 		if err := dec.Decode(&skip); err != nil {
-			return nil //nolint:nilerr // malformed: the decoder reports it
+			return nil // malformed: the decoder reports it
 		}
 	}
 	return nil

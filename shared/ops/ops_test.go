@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -130,7 +131,7 @@ func TestNewRegistry(t *testing.T) {
 	}
 	assert.True(t, names["go_goroutines"], "go collector")
 	// Registering the same collectors again is refused: they are there.
-	err = reg.Register(prometheus.NewGoCollector()) //nolint:staticcheck // only to probe
+	err = reg.Register(collectors.NewGoCollector())
 	assert.Error(t, err)
 }
 

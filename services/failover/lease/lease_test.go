@@ -222,7 +222,7 @@ func TestCrashedLeaderIsReplacedWithinTwoTTL(t *testing.T) {
 	}
 	// a comes back: it must not lead again while b renews.
 	a.kv.broken.Store(false)
-	time.Sleep(2 * ttl) //nolint:forbidigo // observing that nothing happens needs time
+	time.Sleep(2 * ttl) // observing that nothing happens needs time
 	if tl.leader() != "b" {
 		t.Fatalf("leader is %s after a came back", tl.leader())
 	}

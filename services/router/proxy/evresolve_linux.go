@@ -103,7 +103,7 @@ func (r *evResolver) resolve(hostport string, n *evName) {
 func parsePort(s string) (uint64, error) {
 	ap, err := netip.ParseAddrPort("0.0.0.0:" + s)
 	if err != nil {
-		return 0, err //nolint:wrapcheck // only tells whether it parsed
+		return 0, err // only tells whether it parsed
 	}
 	return uint64(ap.Port()), nil
 }
