@@ -13,6 +13,10 @@ PKGS     := $(addsuffix /...,$(addprefix ./,$(MODULES)))
 SERVICES := $(notdir $(wildcard services/*/cmd/*))
 GOLANGCI := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 NATS_SERVER := github.com/nats-io/nats-server/v2
+# Fuzz targets of the router's parser (services/router/proxy/head_fuzz_test.go)
+# and how long make test runs each.
+FUZZ_TARGETS := FuzzParseRequest FuzzParseResponse FuzzChunkScanner
+FUZZ_TIME    ?= 15s
 
 .PHONY: all build run test test-short lint fmt vet check-mods tidy-mods bench clean images test-e2e e2e-clean compose-up compose-down
 
@@ -52,8 +56,15 @@ run: build
 ## test: every test of every module, with the race detector
 test: build
 	LB_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 15m $(PKGS)
-	# Allocation tests need sync.Pool as it is without the race detector.
-	$(GO) test -count=1 -run 'AllocatesNothing' ./services/router/...
+	# Allocation tests need sync.Pool as it is without the race detector, and
+	# so do the 10,000-connection burst and slow-client tests (too slow with it).
+	$(GO) test -count=1 -run 'AllocatesNothing|Hostile(Burst|SlowClients)10000' ./services/router/...
+	# Differential fuzzing of the router's own HTTP/1.1 parser, a short bounded
+	# run each (the checked-in corpus runs in every go test above).
+	@for f in $(FUZZ_TARGETS); do \
+		echo "fuzz $$f ($(FUZZ_TIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZ_TIME) ./services/router/proxy/ || exit 1; \
+	done
 	# The proxy suite again with the event loop off: the fasthttp path alone
 	# (what ROUTER_EVENT_LOOP=false and non-Linux hosts run).
 	ROUTER_TEST_EVENT_LOOP=false $(GO) test -race -count=1 ./services/router/proxy/

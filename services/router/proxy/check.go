@@ -14,6 +14,8 @@ const (
 	maxHead = 16 << 10
 	// maxTarget bounds the request target: over it 414.
 	maxTarget = 8 << 10
+	// maxMethod bounds a request method: over it 400.
+	maxMethod = 32
 	// maxClientHeaders bounds the header lines of a request: over it 431.
 	maxClientHeaders = 256
 )
@@ -42,7 +44,7 @@ func checkRequest(h *fasthttp.RequestHeader) (int, []byte) {
 		return fasthttp.StatusBadRequest, bodyBadVersion
 	}
 	method := h.Method()
-	if len(method) == 0 || !allTokens(method) || string(method) == "CONNECT" {
+	if len(method) == 0 || len(method) > maxMethod || !allTokens(method) || string(method) == "CONNECT" {
 		return fasthttp.StatusBadRequest, bodyBadTarget
 	}
 	uri := h.RequestURI()

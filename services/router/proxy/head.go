@@ -185,12 +185,23 @@ func tokens(v []byte, fn func(tok []byte) bool) bool {
 		} else {
 			tok, v = v, nil
 		}
-		tok = bytes.TrimSpace(tok)
+		tok = trimOWS(tok)
 		if len(tok) > 0 && !fn(tok) {
 			return false
 		}
 	}
 	return true
+}
+
+// trimOWS trims HTTP's optional whitespace (space and tab, nothing else).
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // parseRequest parses the request head at the start of b. What is not
@@ -204,22 +215,24 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 	e, next := line(b, 0)
 	switch e {
 	case -1:
-		if len(b) > maxTarget {
+		// Incomplete: as soon as the target must be too long (the method
+		// and version are bounded), whatever comes.
+		if m := bytes.IndexByte(b, ' '); m > maxMethod || (m < 0 && len(b) > maxMethod) {
+			return bad(400)
+		}
+		if len(b) > maxMethod+maxTarget+len("  HTTP/1.1\r") {
 			return bad(414)
 		}
 		return headIncomplete
 	case -2:
 		return bad(400)
 	}
-	if e > maxTarget {
-		return bad(414)
-	}
 	// method SP origin-form SP HTTP/1.1
 	m := 0
 	for m < e && isTokenChar(b[m]) {
 		m++
 	}
-	if m == 0 || m >= e || b[m] != ' ' {
+	if m == 0 || m > maxMethod || m >= e || b[m] != ' ' {
 		return bad(400)
 	}
 	u := m + 1
@@ -229,6 +242,9 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 	}
 	if ue == u || ue == e || b[ue] != ' ' {
 		return bad(400)
+	}
+	if ue-u > maxTarget {
+		return bad(414)
 	}
 	switch string(b[ue+1 : e]) {
 	case "HTTP/1.1":
@@ -453,12 +469,13 @@ func parseResponse(b []byte, r *respHead) headStatus {
 			}
 		case 17:
 			if eqFold(name, "transfer-encoding") {
+				// The last coding of the list, over every field (empty
+				// elements do not count), says whether it is chunked.
 				r.te = true
-				last := val
-				if i := bytes.LastIndexByte(val, ','); i >= 0 {
-					last = bytes.TrimSpace(val[i+1:])
-				}
-				r.chunked = eqFold(last, "chunked")
+				tokens(val, func(tok []byte) bool {
+					r.chunked = eqFold(tok, "chunked")
+					return true
+				})
 			}
 		}
 	}
@@ -476,7 +493,7 @@ func (r *respHead) bodyless(head bool) bool {
 // reusable reports whether the region's connection may carry another
 // request after this response (which must be framed, not close-delimited).
 func (r *respHead) reusable() bool {
-	if r.close {
+	if r.close || (r.http10 && r.te) { // HTTP/1.0 with Transfer-Encoding: faulty framing
 		return false
 	}
 	return !r.http10 || r.keepAlive
@@ -588,6 +605,7 @@ const maxTrailers = 16 << 10
 
 const (
 	csSize uint8 = iota
+	csSizeBWS
 	csExt
 	csSizeLF
 	csData
@@ -620,9 +638,21 @@ func (s *chunkScanner) scan(b []byte) (n int, done, ok bool) {
 				}
 				s.size = s.size<<4 | int64(hexVal(c))
 				s.digit = true
-			case (c == ';' || c == ' ' || c == '\t') && s.digit:
+			case c == ';' && s.digit:
 				s.state = csExt
+			case (c == ' ' || c == '\t') && s.digit:
+				s.state = csSizeBWS
 			case c == '\r' && s.digit:
+				s.state = csSizeLF
+			default:
+				return n, false, false
+			}
+		case csSizeBWS: // whitespace after the size: then only ';' or CR
+			switch c {
+			case ' ', '\t':
+			case ';':
+				s.state = csExt
+			case '\r':
 				s.state = csSizeLF
 			default:
 				return n, false, false

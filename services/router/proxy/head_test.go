@@ -44,7 +44,8 @@ func TestParseRequest(t *testing.T) {
 		{"no target", "GET  HTTP/1.1\r\nHost: x\r\n\r\n", headBad},
 		{"connect", "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", headHandoff},
 		{"long target", "GET /" + strings.Repeat("a", maxTarget) + " HTTP/1.1\r\nHost: x\r\n\r\n", headBad},
-		{"long target incomplete", "GET /" + strings.Repeat("a", maxTarget), headBad},
+		{"long target incomplete", "GET /" + strings.Repeat("a", maxTarget+64), headBad},
+		{"long method", strings.Repeat("A", maxMethod+1) + " / HTTP/1.1\r\nHost: x\r\n\r\n", headBad},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
