@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"net"
+	"sync"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // clientConn is a client connection on the fasthttp path. It enforces what
@@ -98,16 +102,156 @@ func (c *clientConn) bodyReads(on bool) {
 	c.body = on
 }
 
-// clientListener wraps the accepted connections of the fasthttp path.
+// clientListener serves the fasthttp path's own listener (the event loop
+// off). A new connection reaches fasthttp only once its first request head
+// is in, read by a goroutine of its own into a buffer that grows with what
+// the client sent: a client that trickles a head (or sends nothing) costs a
+// small buffer until ClientHeaderTimeout ends it, not fasthttp's 16 KiB
+// reader. The same read answers a head with a bare LF at once (fasthttp
+// would wait for a CRLF CRLF that never comes).
 type clientListener struct {
-	net.Listener
-	o *Options
+	ln    net.Listener
+	p     *Proxy
+	ready chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+
+	mu      sync.Mutex
+	reading map[net.Conn]struct{} // connections whose head is being read
+	closed  bool
+	wg      sync.WaitGroup
+	err     error // the listener's error, once it stopped
 }
 
-func (l clientListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return newClientConn(c, nil, l.o), nil
+func newClientListener(ln net.Listener, p *Proxy) *clientListener {
+	l := &clientListener{ln: ln, p: p, ready: make(chan net.Conn), done: make(chan struct{}), reading: map[net.Conn]struct{}{}}
+	l.wg.Add(1)
+	go l.accept()
+	return l
 }
+
+func (l *clientListener) accept() {
+	defer l.wg.Done()
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			l.mu.Lock()
+			l.err = err
+			l.mu.Unlock()
+			l.Close()
+			return
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		l.reading[c] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go l.firstHead(c)
+	}
+}
+
+// firstHead reads c's first request head and passes c on to fasthttp with
+// it, or answers and closes c itself.
+func (l *clientListener) firstHead(c net.Conn) {
+	defer l.wg.Done()
+	o := &l.p.opts
+	buf, err := readFirstHead(c, o.ClientHeaderTimeout)
+	l.mu.Lock()
+	delete(l.reading, c)
+	closed := l.closed
+	l.mu.Unlock()
+	switch {
+	case closed:
+	case errors.Is(err, errBareLF):
+		l.p.m.Refused.Inc()
+		_, _ = c.Write(appendError(nil, fasthttp.StatusBadRequest, "", bodyBadRequest, true, false))
+	case err != nil && isTimeout(err) && len(buf) > 0:
+		l.p.m.Refused.Inc()
+		_, _ = c.Write(appendError(nil, fasthttp.StatusRequestTimeout, "", bodyClientSlow, true, false))
+	case err != nil && len(buf) == 0:
+	default: // a head, or what fasthttp is to judge (too long, cut short)
+		_ = c.SetReadDeadline(time.Time{})
+		select {
+		case l.ready <- newClientConn(c, buf, o):
+			return
+		case <-l.done:
+		}
+	}
+	_ = c.Close()
+}
+
+// errBareLF is a request head with a line ended by LF alone.
+var errBareLF = errors.New("bare LF in a request head")
+
+// readFirstHead reads from c until a request head ends (CRLF CRLF), maxHead
+// bytes are in, or an error; a bare LF is errBareLF. The whole head must
+// arrive within timeout of the connection's start.
+func readFirstHead(c net.Conn, timeout time.Duration) ([]byte, error) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 0, 512)
+	scanned := 0 // bytes checked for a bare LF
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		for ; scanned < len(buf); scanned++ {
+			if buf[scanned] != '\n' {
+				continue
+			}
+			if scanned == 0 || buf[scanned-1] != '\r' {
+				return buf, errBareLF
+			}
+			if scanned >= 3 && buf[scanned-2] == '\n' && buf[scanned-3] == '\r' {
+				return buf, nil
+			}
+		}
+		if len(buf) >= maxHead {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+func (l *clientListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.err != nil {
+			return nil, l.err
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and closes the connections whose head is still
+// being read.
+func (l *clientListener) Close() error {
+	l.once.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		for c := range l.reading {
+			_ = c.Close()
+		}
+		l.mu.Unlock()
+		close(l.done)
+		_ = l.ln.Close()
+	})
+	return nil
+}
+
+func (l *clientListener) Addr() net.Addr { return l.ln.Addr() }

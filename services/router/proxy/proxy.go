@@ -190,7 +190,12 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	if ok {
 		return e.accept()
 	}
-	if err := p.srv.Serve(clientListener{Listener: ln, o: &p.opts}); err != nil {
+	cl := newClientListener(ln, p)
+	defer func() {
+		_ = cl.Close()
+		cl.wg.Wait()
+	}()
+	if err := p.srv.Serve(cl); err != nil {
 		return fmt.Errorf("router serve: %w", err)
 	}
 	return nil
