@@ -134,60 +134,22 @@ func bbStartRawRegion(t *testing.T, answer func(c net.Conn, br *bufio.Reader, re
 		t.Fatal(err)
 	}
 	reg := &bbRawRegion{url: "http://" + ln.Addr().String()}
-	var (
-		mu     sync.Mutex
-		open   = map[net.Conn]struct{}{}
-		closed bool
-		wg     sync.WaitGroup
-	)
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		closed = true
-		for c := range open {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
+	serveConns(t, ln, func(c net.Conn) {
+		reg.conns.Add(1)
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			if closed {
-				mu.Unlock()
-				_ = c.Close()
+			body, err := io.ReadAll(req.Body)
+			if err != nil {
 				return
 			}
-			open[c] = struct{}{}
-			mu.Unlock()
-			reg.conns.Add(1)
-			wg.Go(func() {
-				defer func() {
-					mu.Lock()
-					delete(open, c)
-					mu.Unlock()
-					_ = c.Close()
-				}()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body, err := io.ReadAll(req.Body)
-					if err != nil {
-						return
-					}
-					reg.reqs.Add(1)
-					if !answer(c, br, req, body) {
-						return
-					}
-				}
-			})
+			reg.reqs.Add(1)
+			if !answer(c, br, req, body) {
+				return
+			}
 		}
 	})
 	return reg

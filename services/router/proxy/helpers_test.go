@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,6 +70,55 @@ func startRouter(t *testing.T, o Options, strategyName string, regions map[strin
 		tb.Close()
 	})
 	return &testRouter{table: tb, url: "http://" + ln.Addr().String(), events: events, m: m, reg: reg, p: p}
+}
+
+// serveConns accepts connections on ln until the test ends and runs handle
+// on each in a goroutine of its own, closing the connection when handle
+// returns. The cleanup closes ln and the open connections, and waits for
+// the handlers.
+func serveConns(t *testing.T, ln net.Listener, handle func(c net.Conn)) {
+	t.Helper()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		open   = map[net.Conn]struct{}{}
+		closed bool
+	)
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		closed = true
+		for c := range open {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				_ = c.Close()
+				return
+			}
+			open[c] = struct{}{}
+			mu.Unlock()
+			wg.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(open, c)
+					mu.Unlock()
+					_ = c.Close()
+				}()
+				handle(c)
+			})
+		}
+	})
 }
 
 // client is a plain client with its own pool so tests do not share sockets.
