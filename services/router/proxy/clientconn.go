@@ -142,7 +142,7 @@ func (l *clientListener) accept() {
 			l.mu.Lock()
 			l.err = err
 			l.mu.Unlock()
-			l.Close()
+			_ = l.Close()
 			return
 		}
 		l.mu.Lock()

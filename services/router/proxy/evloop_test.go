@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -421,5 +422,15 @@ func TestResetWithAFullBufferDoesNotSpin(t *testing.T) {
 	t.Logf("%v of CPU in %v after the reset", used, wall)
 	if used > wall/2 {
 		t.Fatalf("%v of CPU in %v after a client reset: a loop spins", used, wall)
+	}
+}
+
+// Registration numbers never reach -1 (the listener's mark in epoll
+// events) nor zero, however many connections a loop has seen.
+func TestEventLoopGenerationsSkipTheListenerMark(t *testing.T) {
+	l := &evLoop{gens: math.MaxInt32 - 1}
+	got := []int32{l.nextGen(), l.nextGen(), l.nextGen()}
+	if got[0] != math.MaxInt32 || got[1] != 1 || got[2] != 2 {
+		t.Fatalf("generations after MaxInt32-1: %v, want [%d 1 2]", got, int32(math.MaxInt32))
 	}
 }
