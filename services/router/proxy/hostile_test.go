@@ -1522,3 +1522,34 @@ func TestHostileSlowClients10000(t *testing.T) {
 		})
 	}
 }
+
+// A region's own X-LB-Region on a 101 is replaced too: the client of an
+// upgrade sees one, the router's.
+func TestHostileUpgradeRegionHeaderReplaced(t *testing.T) {
+	t.Parallel()
+	region := bbStartRawRegion(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ []byte) bool {
+		if req.Header.Get("Upgrade") != "websocket" {
+			return false
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"X-LB-Region: fake\r\nx-lb-region: fake2\r\n\r\nhello")
+		return false
+	})
+	r := startRouter(t, Options{}, model.StrategyRoundRobin, map[string]string{"r1": region.url})
+	c, br := bbDial(t, r)
+	bbWrite(t, c, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	if got := resp.Header.Values("X-LB-Region"); len(got) != 1 || got[0] != "r1" {
+		t.Fatalf("X-LB-Region %q, want just r1", got)
+	}
+	rest := make([]byte, 5)
+	if _, err := io.ReadFull(br, rest); err != nil || string(rest) != "hello" {
+		t.Fatalf("upgraded bytes %q %v, want hello", rest, err)
+	}
+}

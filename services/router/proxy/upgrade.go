@@ -124,8 +124,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	// Add X-LB-Region before the blank line that ends the head.
-	head = append(head[:len(head)-2], "X-LB-Region: "+up.Name+"\r\n\r\n"...)
+	head = withRegion(head, up.Name)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		defer func() { _ = conn.Close() }()
@@ -207,6 +206,23 @@ func readHead(br *bufio.Reader, asked []byte) ([]byte, int, error) {
 		}
 		return head, r.status, nil
 	}
+}
+
+// withRegion is a 101 head as the client gets it: the region's own
+// X-LB-Region replaced by the router's (readHead checked the head).
+func withRegion(head []byte, region string) []byte {
+	var r respHead
+	_ = parseResponse(head, &r)
+	out := make([]byte, 0, len(head)+len(region)+16)
+	out = append(out, head[:bytes.IndexByte(head, '\n')+1]...)
+	for i := range r.nh {
+		if name := r.hdrs[i].name.of(head); !isRegionHeader(name) {
+			out = appendHeader(out, name, r.hdrs[i].value.of(head))
+		}
+	}
+	out = append(out, "X-LB-Region: "...)
+	out = append(out, region...)
+	return append(out, "\r\n\r\n"...)
 }
 
 // upgradeMatches reports whether a 101 answer switches to the protocol the
