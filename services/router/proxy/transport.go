@@ -233,7 +233,12 @@ func checkResponseHead(br *bufio.Reader) error {
 	var r respHead
 	for {
 		if _, err := br.Peek(1); err != nil {
-			return err
+			if isTimeout(err) {
+				return err
+			}
+			// Nothing of an answer: a close or a reset are alike (a
+			// kept-alive connection the region dropped), as fasthttp has it.
+			return io.EOF
 		}
 		for {
 			b, _ := br.Peek(br.Buffered())
