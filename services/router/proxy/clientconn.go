@@ -168,11 +168,21 @@ func (l *clientListener) firstHead(c net.Conn) {
 	delete(l.reading, c)
 	closed := l.closed
 	l.mu.Unlock()
+	var r reqHead
 	switch {
 	case closed:
 	case errors.Is(err, errBareLF):
 		l.p.m.Refused.Inc()
 		_, _ = c.Write(appendError(nil, fasthttp.StatusBadRequest, "", bodyBadRequest, true, false))
+	case parseRequest(skipEmptyLines(buf), &r) == headBad:
+		// Judged as the event loop judges it (fasthttp would take a long
+		// target with headers over maxHead for a 431, and more).
+		l.p.m.Refused.Inc()
+		body := bodyBadRequest
+		if r.bad == fasthttp.StatusRequestURITooLong {
+			body = bodyTargetLong
+		}
+		_, _ = c.Write(appendError(nil, r.bad, "", body, true, false))
 	case err != nil && isTimeout(err) && len(buf) > 0:
 		l.p.m.Refused.Inc()
 		_, _ = c.Write(appendError(nil, fasthttp.StatusRequestTimeout, "", bodyClientSlow, true, false))
@@ -186,6 +196,15 @@ func (l *clientListener) firstHead(c net.Conn) {
 		}
 	}
 	_ = c.Close()
+}
+
+// skipEmptyLines skips the empty lines a client may send before a request
+// (RFC 9112 2.2).
+func skipEmptyLines(b []byte) []byte {
+	for len(b) >= 2 && b[0] == '\r' && b[1] == '\n' {
+		b = b[2:]
+	}
+	return b
 }
 
 // errBareLF is a request head with a line ended by LF alone.

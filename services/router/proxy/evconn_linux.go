@@ -178,6 +178,10 @@ func (c *evClient) serve() {
 		}
 	}()
 	for c.state == cIdle && c.off < c.n {
+		c.off = c.n - len(skipEmptyLines(c.buf[c.off:c.n]))
+		if c.off == c.n {
+			break
+		}
 		b := c.buf[c.off:c.n]
 		switch parseRequest(b, &c.req) {
 		case headIncomplete:

@@ -61,6 +61,9 @@ type evEngine struct {
 	lnfd     int
 	lnWG     sync.WaitGroup
 	stopOnce sync.Once
+	// fdsClosed, under fdsMu, is set before the loops' descriptors close.
+	fdsMu     sync.Mutex
+	fdsClosed bool
 }
 
 // evHandler is a registered descriptor: a client or a region connection.
@@ -119,8 +122,15 @@ func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
 		return nil, false, fmt.Errorf("router listener: %w", err)
 	}
 	e.handoff = newHandoffListener(tl.Addr(), func() {
-		for _, l := range e.loops {
-			l.wake()
+		// The fasthttp server may accept a held connection as the loops
+		// stop: never write to an eventfd stopLoops closed (its number
+		// may be in use again).
+		e.fdsMu.Lock()
+		defer e.fdsMu.Unlock()
+		if !e.fdsClosed {
+			for _, l := range e.loops {
+				l.wake()
+			}
 		}
 	})
 	e.resolver = newResolver()
@@ -295,6 +305,9 @@ func (e *evEngine) stopLoops(ctx context.Context) {
 		e.shutdown(true)
 		<-done
 	}
+	e.fdsMu.Lock()
+	e.fdsClosed = true
+	e.fdsMu.Unlock()
 	for _, l := range e.loops {
 		l.closeFDs() // after the loops: a late wake-up must not write to a reused descriptor
 		l.mu.Lock()

@@ -604,6 +604,7 @@ func hsFraming(g *hsGroup, e *hsEnv) {
 		{"head over 16 KiB", "GET /a HTTP/1.1\r\nHost: a\r\n" + hsHeaders(17) + "\r\n", 431},
 		{"9 KiB target", "GET /" + hsKiB(9) + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
 		{"17 KiB target", "GET /" + hsKiB(17) + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
+		{"9 KiB target and 8 KiB of headers", "GET /" + hsKiB(9) + " HTTP/1.1\r\nHost: a\r\n" + hsHeaders(8) + "\r\n", 414},
 		// The request-smuggling shapes of TestBlackboxRequestSmugglingGuards,
 		// which must be refused outright here.
 		{"smuggling CL.TE", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(tePrefixed)) + "\r\nTransfer-Encoding: chunked\r\n\r\n" + tePrefixed, 400},
@@ -652,6 +653,7 @@ func hsFramingLimits(g *hsGroup, e *hsEnv) {
 	cases := []struct{ name, raw, want string }{
 		{"8000-byte target", "GET " + target + " HTTP/1.1\r\nHost: a\r\n\r\n", "GET " + target + "|"},
 		{"15 KiB of headers", "GET /h HTTP/1.1\r\nHost: a\r\n" + hsHeaders(15) + "\r\n", "GET /h|"},
+		{"empty lines before the request", "\r\n\r\nGET /e HTTP/1.1\r\nHost: a\r\n\r\n", "GET /e|"},
 	}
 	for _, tc := range cases {
 		g.run(tc.name, func(t *testing.T) {
@@ -1551,5 +1553,36 @@ func TestHostileUpgradeRegionHeaderReplaced(t *testing.T) {
 	rest := make([]byte, 5)
 	if _, err := io.ReadFull(br, rest); err != nil || string(rest) != "hello" {
 		t.Fatalf("upgraded bytes %q %v, want hello", rest, err)
+	}
+}
+
+// A client's slow but steady upload, streamed to the region, is not the
+// region's delay: the response-header timeout runs from the body's last
+// byte, the request is served, and the region is not counted as failed.
+func TestHostileSlowStreamedUploadIsNotTheRegionsFault(t *testing.T) {
+	t.Parallel()
+	for _, m := range hsModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			e := newHsEnv(t, m)
+			g1, g2 := e.region(t, nil), e.region(t, nil)
+			o := Options{ResponseHeaderTimeout: 300 * time.Millisecond, ClientBodyTimeout: 5 * time.Second, OutlierConsecutive: 1}
+			r := e.router(t, o, g1, g2)
+			c, br := bbDial(t, r)
+			const size = 100 << 10 // over the retry body limit: streamed
+			bbWrite(t, c, fmt.Sprintf("POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size))
+			part := strings.Repeat("s", size/10)
+			for range 10 {
+				time.Sleep(100 * time.Millisecond) // the client's pace, not synchronisation
+				bbWrite(t, c, part)
+			}
+			resp, body := bbRead(t, br, "POST")
+			if resp.StatusCode != 200 || !strings.HasPrefix(body, "POST /slow|") {
+				t.Fatalf("a 1 s upload with a 300 ms response-header timeout: %d %.100q, want 200 from a region", resp.StatusCode, body)
+			}
+			if n := len(r.table.Snapshot().Candidates); n != 2 {
+				t.Fatalf("%d regions in the snapshot after the upload, want 2 (none ejected)", n)
+			}
+		})
 	}
 }

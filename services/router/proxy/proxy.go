@@ -383,7 +383,7 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		if n > 1 || stale > 0 {
 			start = time.Now()
 		}
-		bs, err := roundTrip(up.Client, out, resp, start.Add(p.opts.ResponseHeaderTimeout))
+		bs, err := roundTrip(up.Client, out, resp, p.opts.ResponseHeaderTimeout)
 		if err == nil {
 			if p.answeredBy(up, resp.StatusCode(), time.Since(start)) && idem && !statusRetried && n < maxAttempts && resendable() {
 				if alt := p.alternative(snap, tried[:n], up, "status"); alt != nil {
@@ -692,13 +692,16 @@ func stripResponseHop(h *fasthttp.ResponseHeader) {
 	deleteHop(h, conn)
 }
 
-// deleteMatching deletes every header whose name matches, one name at a
-// time (fasthttp's headers cannot be deleted from while iterated).
+// deleteMatching deletes every header whose name matches, one spelling at
+// a time (fasthttp's headers cannot be deleted from while iterated, and a
+// region's header names keep their case, so x-lb-region and X-LB-Region
+// are two deletions).
 func deleteMatching(h interface {
 	All() iter.Seq2[[]byte, []byte]
 	DelBytes(key []byte)
+	Len() int
 }, match func([]byte) bool) {
-	for range 64 { // bounded, should a name not delete as iterated
+	for {
 		var arr [32]byte
 		var k []byte
 		for name := range h.All() {
@@ -707,10 +710,13 @@ func deleteMatching(h interface {
 				break
 			}
 		}
+		n := h.Len()
 		if k == nil {
 			return
 		}
-		h.DelBytes(k)
+		if h.DelBytes(k); h.Len() == n {
+			return // cannot happen: the name was just seen; never loop on it
+		}
 	}
 }
 

@@ -38,6 +38,8 @@ type dialer struct {
 	// slack is how much earlier than asked a read deadline may fire, so
 	// that back-to-back requests on a connection need not move its timer.
 	slack time.Duration
+	// stall bounds one blocked write to the region.
+	stall time.Duration
 }
 
 // deadlineConn skips a SetReadDeadline that would move the deadline later
@@ -48,6 +50,8 @@ type deadlineConn struct {
 	net.Conn
 	slack time.Duration
 	rd    time.Time // the read deadline in force (zero: none)
+	wd    time.Time // the write deadline in force
+	stall time.Duration
 	// raw is the socket of a plain TCP connection, for sendAwait; nil for
 	// TLS.
 	raw syscall.RawConn
@@ -61,8 +65,20 @@ func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// Write bounds how long the region may stall taking a request (a streamed
+// body can take as long as the client's upload, but not wait on a region
+// that stopped reading): each write may block up to stall.
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	now := time.Now()
+	if c.wd.IsZero() || c.wd.Sub(now) < c.stall-c.slack {
+		c.wd = now.Add(c.stall)
+		_ = c.Conn.SetWriteDeadline(c.wd)
+	}
+	return c.Conn.Write(b)
+}
+
 func (c *deadlineConn) SetDeadline(t time.Time) error {
-	c.rd = t
+	c.rd, c.wd = t, t
 	return c.Conn.SetDeadline(t)
 }
 
@@ -81,7 +97,7 @@ func (d *dialer) dial(addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	if d.tls == nil {
-		dc := &deadlineConn{Conn: c, slack: d.slack}
+		dc := &deadlineConn{Conn: c, slack: d.slack, stall: d.stall}
 		if tc, ok := c.(*net.TCPConn); ok {
 			if raw, err := tc.SyscallConn(); err == nil {
 				dc.raw = raw
@@ -96,7 +112,7 @@ func (d *dialer) dial(addr string) (net.Conn, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 	}
-	return &deadlineConn{Conn: tc, slack: d.slack}, nil
+	return &deadlineConn{Conn: tc, slack: d.slack, stall: d.stall}, nil
 }
 
 // UpstreamFactory returns the function the table uses to build a region's
@@ -108,7 +124,7 @@ func UpstreamFactory(o Options, m *metrics.Router) func(name, endpoint string) (
 		if err != nil {
 			return nil, err
 		}
-		d := &dialer{net: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}, tlsTimeout: o.TLSHandshakeTimeout, slack: o.ResponseHeaderTimeout / 16}
+		d := &dialer{net: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}, tlsTimeout: o.TLSHandshakeTimeout, slack: o.ResponseHeaderTimeout / 16, stall: o.ResponseHeaderTimeout}
 		if u.TLS {
 			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 			if o.TLS != nil {
@@ -148,18 +164,21 @@ func UpstreamFactory(o Options, m *metrics.Router) func(name, endpoint string) (
 // errNotSent when nothing was sent, errStale for a dead kept-alive
 // connection and errHeaderTimeout on a timeout.
 //
-// The read deadline (headerDeadline) is left on the connection: a small body
-// is then read under it, and bodyStream.clearDeadline lifts it before a body
-// is streamed; the next request on the connection sets its own.
-func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, headerDeadline time.Time) (*bodyStream, error) {
+// The response-header timeout runs from when the request is sent: for a
+// streamed body, from its last byte (a client's slow upload is not the
+// region's delay). The read deadline is left on the connection: a small
+// body is then read under it, and bodyStream.clearDeadline lifts it before
+// a body is streamed; the next request on the connection sets its own.
+func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, headerTimeout time.Duration) (*bodyStream, error) {
 	cc, err := hc.AcquireConn(0, false)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNotSent, err)
 	}
 	conn := cc.Conn()
 	reused := !cc.LastUseTime().IsZero()
-	_ = conn.SetReadDeadline(headerDeadline)
-	if dc, ok := conn.(*deadlineConn); ok && dc.raw != nil && !req.IsBodyStream() {
+	_ = conn.SetReadDeadline(time.Now().Add(headerTimeout))
+	streamed := req.IsBodyStream() // Write releases the stream
+	if dc, ok := conn.(*deadlineConn); ok && dc.raw != nil && !streamed {
 		err = sendAwaitRequest(dc, req, reused && time.Since(cc.LastUseTime()) >= probeIdle)
 	} else {
 		bw := hc.AcquireWriter(conn)
@@ -168,6 +187,9 @@ func roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Re
 			err = bw.Flush()
 		}
 		hc.ReleaseWriter(bw)
+		if err == nil && streamed {
+			_ = conn.SetReadDeadline(time.Now().Add(headerTimeout))
+		}
 	}
 	if err != nil {
 		hc.CloseConn(cc)
