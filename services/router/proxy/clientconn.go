@@ -41,7 +41,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	if c.body {
-		c.arm(&c.rd, c.bodyTimeout, c.Conn.SetReadDeadline)
+		armDeadline(&c.rd, c.bodyTimeout, c.slack, c.Conn.SetReadDeadline)
 	}
 	n, err := c.Conn.Read(b)
 	c.count(b[:n])
@@ -57,16 +57,16 @@ func (c *clientConn) count(b []byte) {
 }
 
 func (c *clientConn) Write(b []byte) (int, error) {
-	c.arm(&c.wd, c.writeTimeout, c.Conn.SetWriteDeadline)
+	armDeadline(&c.wd, c.writeTimeout, c.slack, c.Conn.SetWriteDeadline)
 	return c.Conn.Write(b)
 }
 
-// arm moves the deadline *d to now+timeout unless it is already within
-// slack of that, so that a busy connection moves its timer about once per
-// slack instead of once per call.
-func (c *clientConn) arm(d *time.Time, timeout time.Duration, set func(time.Time) error) {
+// armDeadline moves the deadline *d to now+timeout unless it is already
+// within slack of that, so that a busy connection moves its timer about
+// once per slack instead of once per call: a stall bound, not a total one.
+func armDeadline(d *time.Time, timeout, slack time.Duration, set func(time.Time) error) {
 	now := time.Now()
-	if !d.IsZero() && d.Sub(now) >= timeout-c.slack {
+	if !d.IsZero() && d.Sub(now) >= timeout-slack {
 		return
 	}
 	*d = now.Add(timeout)
@@ -89,12 +89,7 @@ func (c *clientConn) SetDeadline(t time.Time) error {
 }
 
 // CloseWrite half-closes, for upgraded connections.
-func (c *clientConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
+func (c *clientConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // bodyReads switches the per-read body timeout on or off; off, the read
 // deadline is fasthttp's again (head or idle).

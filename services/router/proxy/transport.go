@@ -69,11 +69,7 @@ func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 // body can take as long as the client's upload, but not wait on a region
 // that stopped reading): each write may block up to stall.
 func (c *deadlineConn) Write(b []byte) (int, error) {
-	now := time.Now()
-	if c.wd.IsZero() || c.wd.Sub(now) < c.stall-c.slack {
-		c.wd = now.Add(c.stall)
-		_ = c.Conn.SetWriteDeadline(c.wd)
-	}
+	armDeadline(&c.wd, c.stall, c.slack, c.Conn.SetWriteDeadline)
 	return c.Conn.Write(b)
 }
 
@@ -84,11 +80,14 @@ func (c *deadlineConn) SetDeadline(t time.Time) error {
 
 // CloseWrite half-closes when the connection supports it (plain TCP; TLS
 // sends close_notify), else closes.
-func (c *deadlineConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+func (c *deadlineConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite half-closes c when it supports it, else closes it.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return c.Close()
 }
 
 func (d *dialer) dial(addr string) (net.Conn, error) {

@@ -140,11 +140,7 @@ func (p *Proxy) serveUpgrade(ctx *fasthttp.RequestCtx) {
 		go func() {
 			defer close(done)
 			_, _ = io.Copy(conn, c)
-			if tc, ok := conn.(interface{ CloseWrite() error }); ok {
-				_ = tc.CloseWrite()
-			} else {
-				_ = conn.Close()
-			}
+			_ = closeWrite(conn)
 		}()
 		_, _ = io.Copy(c, br)
 		_ = c.Close()
