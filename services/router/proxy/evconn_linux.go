@@ -131,7 +131,10 @@ func (c *evClient) readable(ev uint32) {
 		return
 	}
 	if c.buf == nil {
-		c.buf, c.off, c.n = c.l.getBuf(), 0, 0
+		c.buf, c.off, c.n = c.l.getSmallBuf(), 0, 0
+	}
+	if c.n == len(c.buf) && len(c.buf) < evBufSize {
+		c.grow()
 	}
 	if c.n == len(c.buf) {
 		// Busy with a full buffer of pipelined requests: read again once
@@ -168,6 +171,16 @@ func (c *evClient) compact() {
 	c.off = 0
 }
 
+// grow moves c's bytes from a small buffer to a full one, compacted (the
+// request in flight's spans are relative to c.off, which stays its start).
+func (c *evClient) grow() {
+	big := c.l.getBuf()
+	c.n = copy(big, c.buf[c.off:c.n])
+	c.off = 0
+	c.l.putBuf(c.buf)
+	c.buf = big
+}
+
 // serve starts the requests buffered in c, one at a time.
 func (c *evClient) serve() {
 	c.serving = true
@@ -186,11 +199,15 @@ func (c *evClient) serve() {
 		switch parseRequest(b, &c.req) {
 		case headIncomplete:
 			if c.n == len(c.buf) {
-				if c.off == 0 {
+				switch {
+				case c.off > 0:
+					c.compact()
+				case len(c.buf) < evBufSize:
+					c.grow()
+				default:
 					c.refuse(431, bodyHeadersLarge) // the buffer is maxHead
 					return
 				}
-				c.compact()
 			}
 			c.headDeadline()
 			return
@@ -207,7 +224,7 @@ func (c *evClient) serve() {
 			return
 		}
 		cl := max(c.req.contentLength, 0)
-		if cl > int64(min(len(c.buf)-c.req.end, c.l.p.opts.RetryBodyLimit)) {
+		if cl > int64(min(evBufSize-c.req.end, c.l.p.opts.RetryBodyLimit)) {
 			c.handoff() // a body too big to buffer streams on the fasthttp path
 			return
 		}
@@ -215,6 +232,9 @@ func (c *evClient) serve() {
 		if len(b) < total {
 			if c.off+total > len(c.buf) {
 				c.compact()
+				if total > len(c.buf) {
+					c.grow()
+				}
 			}
 			// The head is in: from now on the body timeout runs between
 			// reads.

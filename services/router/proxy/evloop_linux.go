@@ -37,9 +37,10 @@ import (
 // close-delimited, SSE) are relayed as they arrive, with backpressure.
 
 const (
-	evBufSize = 16 << 10 // read buffer of a connection while it is busy
-	evTick    = 100 * time.Millisecond
-	evMaxBufs = 1024 // free buffers kept per loop
+	evBufSize  = 16 << 10 // read buffer of a connection while it is busy
+	evSmallBuf = 1 << 10  // a client's first read buffer
+	evTick     = 100 * time.Millisecond
+	evMaxBufs  = 1024 // free buffers kept per loop
 )
 
 // evEngine owns the loops, the listener they share and the hand-off to the
@@ -88,6 +89,7 @@ type evLoop struct {
 	pending []evNew // connections other loops accepted for this one
 
 	bufs    [][]byte
+	small   [][]byte // free client first-read buffers (evSmallBuf)
 	scratch []byte
 	events  []unix.EpollEvent
 	pools   map[*table.Upstream]*evPool
@@ -444,9 +446,24 @@ func (l *evLoop) getBuf() []byte {
 	return make([]byte, evBufSize)
 }
 
+// getSmallBuf is a client's first read buffer: most requests fit, and a
+// client that trickles a head holds this much until the head timeout (it
+// grows to evBufSize when a request needs more).
+func (l *evLoop) getSmallBuf() []byte {
+	if n := len(l.small); n > 0 {
+		b := l.small[n-1]
+		l.small = l.small[:n-1]
+		return b
+	}
+	return make([]byte, evSmallBuf)
+}
+
 func (l *evLoop) putBuf(b []byte) {
-	if cap(b) == evBufSize && len(l.bufs) < evMaxBufs {
+	switch {
+	case cap(b) == evBufSize && len(l.bufs) < evMaxBufs:
 		l.bufs = append(l.bufs, b[:evBufSize])
+	case cap(b) == evSmallBuf && len(l.small) < evMaxBufs:
+		l.small = append(l.small, b[:evSmallBuf])
 	}
 }
 
