@@ -141,7 +141,7 @@ func FuzzParseRequest(f *testing.F) {
 		f.Add([]byte(s), uint16(len(s)/2))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, split uint16) {
-		fzCheckRequestSplits(t, in, int(split))
+		fzCheckSplits(t, in, int(split), parseRequest, func(r *reqHead) int { return r.end }, fzSameReq)
 		fzCheckRequests(t, in)
 		// Most mutations leave a head unfinished; finished, they reach the
 		// differential checks.
@@ -182,26 +182,28 @@ func fzSplitPoints(in []byte, split int) []int {
 	return ks
 }
 
-// fzCheckRequestSplits: the router parses again from the start each time
-// bytes arrive, so a prefix may only be incomplete, or parse as the whole
-// does; incomplete is wrong once the whole says the head ended within it.
-func fzCheckRequestSplits(t *testing.T, in []byte, split int) {
-	var whole reqHead
-	st := parseRequest(in, &whole)
+// fzCheckSplits: the router parses again from the start each time bytes
+// arrive, so a prefix may only be incomplete, or parse as the whole does;
+// incomplete is wrong once the whole says the head ended within it. parse
+// is parseRequest or parseResponse, end a head's length, same compares two
+// parsed heads.
+func fzCheckSplits[H any](t *testing.T, in []byte, split int, parse func([]byte, *H) headStatus, end func(*H) int, same func(a, b *H) bool) {
+	var whole H
+	st := parse(in, &whole)
 	for _, k := range fzSplitPoints(in, split) {
 		if k < 0 || k > len(in) {
 			continue
 		}
-		var r reqHead
-		sp := parseRequest(in[:k:k], &r)
+		var r H
+		sp := parse(in[:k:k], &r)
 		switch {
 		case sp == headIncomplete:
-			if st == headOK && whole.end <= k {
-				t.Fatalf("prefix of %d bytes is incomplete, but the whole parses with a head of %d bytes\ninput %s", k, whole.end, fzQ(in))
+			if st == headOK && end(&whole) <= k {
+				t.Fatalf("prefix of %d bytes is incomplete, but the whole parses with a head of %d bytes\ninput %s", k, end(&whole), fzQ(in))
 			}
 		case sp == headOK:
-			if st != headOK || !fzSameReq(&r, &whole) {
-				t.Fatalf("prefix of %d bytes parses OK (head %d), the whole gives status %d (head %d)\ninput %s", k, r.end, st, whole.end, fzQ(in))
+			if st != headOK || !same(&r, &whole) {
+				t.Fatalf("prefix of %d bytes parses OK (head %d), the whole gives status %d (head %d)\ninput %s", k, end(&r), st, end(&whole), fzQ(in))
 			}
 		case sp != st:
 			t.Fatalf("prefix of %d bytes gives status %d, the whole %d: the outcome depends on how reads split the bytes\ninput %s", k, sp, st, fzQ(in))
@@ -528,7 +530,7 @@ func FuzzParseResponse(f *testing.F) {
 		f.Add([]byte(s), uint16(len(s)/3), true)
 	}
 	f.Fuzz(func(t *testing.T, in []byte, split uint16, closeConn bool) {
-		fzCheckResponseSplits(t, in, int(split))
+		fzCheckSplits(t, in, int(split), parseResponse, func(r *respHead) int { return r.end }, fzSameResp)
 		check := func(in []byte) {
 			var r respHead
 			if parseResponse(in, &r) != headOK {
@@ -555,30 +557,6 @@ func fzSameResp(a, b *respHead) bool {
 		a.contentLength == b.contentLength && a.nh == b.nh && a.hdrs == b.hdrs &&
 		a.connNames == b.connNames && a.chunked == b.chunked && a.te == b.te &&
 		a.close == b.close && a.http10 == b.http10 && a.keepAlive == b.keepAlive
-}
-
-func fzCheckResponseSplits(t *testing.T, in []byte, split int) {
-	var whole respHead
-	st := parseResponse(in, &whole)
-	for _, k := range fzSplitPoints(in, split) {
-		if k < 0 || k > len(in) {
-			continue
-		}
-		var r respHead
-		sp := parseResponse(in[:k:k], &r)
-		switch {
-		case sp == headIncomplete:
-			if st == headOK && whole.end <= k {
-				t.Fatalf("prefix of %d bytes is incomplete, but the whole parses with a head of %d bytes\ninput %s", k, whole.end, fzQ(in))
-			}
-		case sp == headOK:
-			if st != headOK || !fzSameResp(&r, &whole) {
-				t.Fatalf("prefix of %d bytes parses OK (head %d), the whole gives status %d (head %d)\ninput %s", k, r.end, st, whole.end, fzQ(in))
-			}
-		case sp != st:
-			t.Fatalf("prefix of %d bytes gives status %d, the whole %d\ninput %s", k, sp, st, fzQ(in))
-		}
-	}
 }
 
 // fzFraming is how a response body ends.
