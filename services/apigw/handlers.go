@@ -288,6 +288,10 @@ func (s *Service) healthHistory(c *fiber.Ctx) error {
 		}
 		history = append(history, r)
 	}
+	// The stream holds results in the order checks finished; two checks
+	// that overlap (a manual one and a scheduled one) can finish in the
+	// other order than they started. Newest first is by checked_at.
+	slices.SortStableFunc(history, func(a, b model.CheckResult) int { return b.CheckedAt.Compare(a.CheckedAt) })
 	return c.JSON(fiber.Map{"region": region, "history": history})
 }
 
