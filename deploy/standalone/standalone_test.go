@@ -42,14 +42,25 @@ func binary(t *testing.T) string {
 	return p
 }
 
+// handedOut holds the ports freePort returned: a port released by one call
+// may come back from the next, and two listeners of one process on the same
+// port fail with "address already in use".
+var handedOut sync.Map
+
+// freePort returns a loopback port nothing listens on, never the same twice.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		if _, dup := handedOut.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // proc is a running bin/standalone.
