@@ -7,6 +7,8 @@
 # BASELINE=/path/to/an/older/router/binary adds it as a fourth target
 # ("baseline", same NATS and backends) for before/after in one run.
 # ROUTER_GOMAXPROCS=n sets GOMAXPROCS for the router(s) only.
+# REGIONS=https makes the backends HTTPS (self-signed, trusted by both
+# proxies, which verify it): what real deployments to https regions cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."            # services/router
 ROOT=$(cd ../.. && pwd)
@@ -30,11 +32,17 @@ go build -o "$WORK/backend" ./bench/backend
 go build -o "$WORK/natsd" ./bench/natsd
 
 B1=127.0.0.1:9101 B2=127.0.0.1:9102 B3=127.0.0.1:9103
-"$WORK/backend" $B1 $B2 $B3 & PIDS+=($!)
-"$WORK/natsd" -listen 127.0.0.1:4333 -dir "$WORK/js" \
-  -regions "b1=http://$B1,b2=http://$B2,b3=http://$B3" 2>"$WORK/natsd.log" & PIDS+=($!)
-
+SCHEME=http BFLAGS=() HASSL=""
 RENV=(); [ -n "${ROUTER_GOMAXPROCS:-}" ] && RENV=(GOMAXPROCS="$ROUTER_GOMAXPROCS")
+if [ "${REGIONS:-http}" = https ]; then
+  SCHEME=https BFLAGS=(-tls "$WORK") HASSL="ssl verify required ca-file $WORK/cert.pem"
+  RENV+=(REGION_TLS_CA_FILE="$WORK/cert.pem")
+fi
+"$WORK/backend" "${BFLAGS[@]}" $B1 $B2 $B3 & PIDS+=($!)
+for _ in $(seq 1 200); do [ "$SCHEME" = http ] || [ -s "$WORK/cert.pem" ] && break; sleep 0.05; done
+"$WORK/natsd" -listen 127.0.0.1:4333 -dir "$WORK/js" \
+  -regions "b1=$SCHEME://$B1,b2=$SCHEME://$B2,b3=$SCHEME://$B3" 2>"$WORK/natsd.log" & PIDS+=($!)
+
 env "${RENV[@]}" NATS_URL=nats://127.0.0.1:4333 ROUTER_ADDR=127.0.0.1:8000 METRICS_ADDR=127.0.0.1:9094 \
   ROUTER_STATE_FILE="$WORK/router-state.json" LOG_LEVEL=warn "$ROOT/bin/router" 2>"$WORK/router.log" &
 ROUTER_PID=$!; PIDS+=($ROUTER_PID)
@@ -62,14 +70,14 @@ frontend fe
   default_backend be
 backend be
   balance roundrobin
-  server b1 $B1
-  server b2 $B2
-  server b3 $B3
+  server b1 $B1 $HASSL
+  server b2 $B2 $HASSL
+  server b3 $B3 $HASSL
 CFG
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
 
-wait_ok() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not answering: $1" >&2; cat "$WORK"/*.log >&2; return 1; }
-wait_ok "http://$B1/"; wait_ok "http://127.0.0.1:8001/"
+wait_ok() { for _ in $(seq 1 200); do curl -fsS -k -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not answering: $1" >&2; cat "$WORK"/*.log >&2; return 1; }
+wait_ok "$SCHEME://$B1/"; wait_ok "http://127.0.0.1:8001/"
 # The router answers 503 until it read the regions from NATS.
 for port in 8000 ${BASELINE:+8002}; do
   for _ in $(seq 1 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/)" = 200 ] && break; sleep 0.05; done
@@ -97,7 +105,7 @@ run_one() { # name url pid
 
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS..." >&2
-  run_one direct  "http://$B1/"            ""
+  run_one direct  "$SCHEME://$B1/"        ""
   if [ -n "${BASELINE:-}" ]; then run_one baseline "http://127.0.0.1:8002/" "$BASELINE_PID"; fi
   run_one router  "http://127.0.0.1:8000/" "$ROUTER_PID"
   run_one haproxy "http://127.0.0.1:8001/" "$HAPROXY_PID"
@@ -120,5 +128,5 @@ if [ -n "${BASELINE:-}" ]; then
     printf "baseline/haproxy: throughput %.2fx, cpu/request %.2fx\n", b/h, bc/hc
     printf "router/baseline:  throughput %.2fx, cpu/request %.2fx\n", r/b, rc/bc }'
 fi
-echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, router GOMAXPROCS=${ROUTER_GOMAXPROCS:-default}, averages; per-round values below)"
+echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, $SCHEME regions, router GOMAXPROCS=${ROUTER_GOMAXPROCS:-default}, event loop ${ROUTER_EVENT_LOOP:-true}, averages; per-round values below)"
 for n in $TARGETS; do echo "$n req/s: ${RPS[$n]}"; echo "$n p99 ms: ${P99[$n]}"; echo "$n cpu us/req: ${CPU[$n]:-}"; done

@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -646,6 +647,13 @@ type evUpstream struct {
 	inPool bool
 	early  bool // answered before the request was all sent
 
+	// https regions (evtls_linux.go): async while the dial's goroutine has
+	// the connection (fd is -1); more when TLS may hold unread plaintext.
+	tls   *tls.Conn
+	wire  *tlsWire
+	async bool
+	more  bool
+
 	resp    respHead
 	framing framing
 	left    int64
@@ -713,7 +721,11 @@ func (u *evUpstream) event(ev uint32) {
 			u.release()
 		}
 	case uIdle:
-		// An idle connection has nothing to say: the region closed it.
+		// An idle connection has nothing to say: the region closed it
+		// (over TLS it may have sent session tickets).
+		if u.tls != nil && u.idleTLS() {
+			return
+		}
 		u.close()
 	case uSending:
 		if ev&unix.EPOLLOUT != 0 {
@@ -769,8 +781,21 @@ func (u *evUpstream) readEvents() uint32 {
 func (u *evUpstream) send(w []byte) {
 	if w == nil {
 		w = u.out
+	} else if u.tls != nil {
+		sealed, err := u.seal(w)
+		if err != nil {
+			u.fail(fmt.Errorf("%w: %w", errNotSent, err))
+			return
+		}
+		if w = sealed; len(u.out) > 0 {
+			u.out = append(u.out, sealed...) // after records TLS queued
+			w = u.out
+		}
 	}
 	n, e := rawWrite(u.fd, w)
+	if u.wire != nil {
+		u.wire.out = u.wire.out[:0] // sent, or copied to u.out below
+	}
 	if e == unix.EAGAIN || e == unix.EINTR {
 		n, e = 0, 0
 	}
@@ -804,7 +829,13 @@ func (u *evUpstream) readable() {
 	if u.buf == nil {
 		u.buf = u.l.getBuf()
 	}
-	n, e := rawRead(u.fd, u.buf[u.n:])
+	var n int
+	var e unix.Errno
+	if u.tls != nil {
+		n, e = u.tlsRead(u.buf[u.n:])
+	} else {
+		n, e = rawRead(u.fd, u.buf[u.n:])
+	}
 	switch {
 	case e == unix.EAGAIN || e == unix.EINTR:
 		return
@@ -864,6 +895,9 @@ func (u *evUpstream) resume() {
 	if u.paused {
 		u.paused = false
 		u.setEvents(u.writeEvents())
+		if u.more {
+			u.l.more = append(u.l.more, u)
+		}
 	}
 }
 
@@ -879,7 +913,7 @@ func (u *evUpstream) writeEvents() uint32 {
 // release puts u back in its pool, or closes it when the pool is full.
 func (u *evUpstream) release() {
 	pool := u.pool
-	if len(pool.idle) >= pool.keep || u.l.e.closing.Load() || u.n != 0 || len(u.out) != 0 {
+	if len(pool.idle) >= pool.keep || u.l.e.closing.Load() || u.n != 0 || len(u.out) != 0 || u.more || !u.releaseWire() {
 		u.close()
 		return
 	}
@@ -897,6 +931,10 @@ func (u *evUpstream) release() {
 }
 
 func (u *evUpstream) close() {
+	if u.async {
+		u.c = nil // tlsDialed pools or closes it
+		return
+	}
 	if u.fd < 0 {
 		return
 	}
@@ -914,6 +952,11 @@ func (u *evUpstream) close() {
 	if u.buf != nil {
 		u.l.putBuf(u.buf)
 		u.buf = nil
+	}
+	u.more = false
+	if w := u.wire; w != nil && w.in != nil {
+		u.l.putBuf(w.in)
+		w.in = nil
 	}
 	u.c = nil
 }

@@ -22,16 +22,17 @@ import (
 )
 
 // The event loop is the router's fast path for plain HTTP/1.1 traffic to
-// plain-http regions: a few locked threads, each with its own epoll set
+// http and https regions: a few locked threads, each with its own epoll set
 // (level-triggered), client connections and keep-alive pools. A request
 // costs one read and one write on each side and no goroutine hand-off,
 // which is what lets the router stand beside HAProxy on two cores.
 //
 // It handles what is common and simple: origin-form requests with a
 // Content-Length body small enough to buffer (so any retry can re-send it),
-// to plain-http regions (named by DNS once the name resolved). Anything
-// else (WebSocket and other upgrades, chunked or large uploads, Expect,
-// HTTP/1.0, TLS regions, heads it is not sure of) hands the connection, with
+// to http and https regions (named by DNS once the name resolved; TLS as in
+// evtls_linux.go). Anything else (WebSocket and other upgrades, chunked or
+// large uploads, Expect, HTTP/1.0, heads it is not sure of) hands the
+// connection, with
 // the bytes already read, to the fasthttp path, which serves it from then
 // on. Responses of any size and framing (Content-Length, chunked,
 // close-delimited, SSE) are relayed as they arrive, with backpressure.
@@ -65,6 +66,11 @@ type evEngine struct {
 	// fdsClosed, under fdsMu, is set before the loops' descriptors close.
 	fdsMu     sync.Mutex
 	fdsClosed bool
+	// The dials to https regions in progress (dialTLS), cancelled once the
+	// loops have stopped.
+	dialCtx    context.Context
+	dialCancel context.CancelFunc
+	dialWG     sync.WaitGroup
 }
 
 // evHandler is a registered descriptor: a client or a region connection.
@@ -86,7 +92,8 @@ type evLoop struct {
 	relistenAt int64
 
 	mu      sync.Mutex
-	pending []evNew // connections other loops accepted for this one
+	pending []evNew   // connections other loops accepted for this one
+	dialed  []tlsDial // https connections ready (or failed) for this one
 
 	bufs    [][]byte
 	small   [][]byte // free client first-read buffers (evSmallBuf)
@@ -102,6 +109,8 @@ type evLoop struct {
 
 	snap  *table.Snapshot // the last snapshot fast found servable
 	ready []*evPool       // pools that freed a connection with requests waiting
+	// more are https connections to read again (tlsRead).
+	more, moreSpare []*evUpstream
 
 	now      int64 // monotonic ns since e.base, updated per wake-up
 	lastScan int64
@@ -116,6 +125,7 @@ func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
 		return nil, false, nil
 	}
 	e := &evEngine{p: p, ln: tl, base: time.Now(), srvDone: make(chan struct{})}
+	e.dialCtx, e.dialCancel = context.WithCancel(context.Background())
 	rc, err := tl.SyscallConn()
 	if err != nil {
 		return nil, false, fmt.Errorf("router listener: %w", err)
@@ -307,6 +317,8 @@ func (e *evEngine) stopLoops(ctx context.Context) {
 		e.shutdown(true)
 		<-done
 	}
+	e.dialCancel()
+	e.dialWG.Wait() // each has delivered (or closed) its socket
 	e.fdsMu.Lock()
 	e.fdsClosed = true
 	e.fdsMu.Unlock()
@@ -317,6 +329,12 @@ func (e *evEngine) stopLoops(ctx context.Context) {
 			_ = unix.Close(n.fd)
 		}
 		l.pending = nil
+		for _, r := range l.dialed {
+			if r.fd >= 0 {
+				_ = unix.Close(r.fd)
+			}
+		}
+		l.dialed = nil
 		for _, c := range l.held {
 			_ = c.Close()
 		}
@@ -353,7 +371,11 @@ func (l *evLoop) run() {
 	}
 	defer release()
 	for !l.done {
-		n, err := unix.EpollWait(l.epfd, l.events, int(evTick/time.Millisecond))
+		wait := int(evTick / time.Millisecond)
+		if len(l.more) > 0 {
+			wait = 0
+		}
+		n, err := unix.EpollWait(l.epfd, l.events, wait)
 		l.now = int64(time.Since(l.e.base))
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.p.log.Error("epoll_wait", "err", err)
@@ -378,6 +400,9 @@ func (l *evLoop) run() {
 				}
 			}
 		}
+		if len(l.more) > 0 {
+			l.readMore()
+		}
 		if len(l.held) > 0 {
 			l.passHeld()
 		}
@@ -396,11 +421,14 @@ func (l *evLoop) woken() {
 	var b [8]byte
 	_, _ = unix.Read(l.wakefd, b[:])
 	l.mu.Lock()
-	news := l.pending
-	l.pending = nil
+	news, dialed := l.pending, l.dialed
+	l.pending, l.dialed = nil, nil
 	l.mu.Unlock()
 	for _, n := range news {
 		l.adopt(n)
+	}
+	for _, r := range dialed {
+		l.tlsDialed(r)
 	}
 }
 
@@ -510,8 +538,8 @@ func (l *evLoop) scan() {
 	}
 }
 
-// fast reports whether every candidate of snap can be served here: plain
-// http, with an address. A yes is remembered per snapshot; a no is asked
+// fast reports whether every candidate of snap can be served here: http or
+// https, with an address. A yes is remembered per snapshot; a no is asked
 // again next time (a DNS name may have resolved).
 func (l *evLoop) fast(snap *table.Snapshot) bool {
 	if snap == l.snap {
@@ -542,7 +570,7 @@ func (l *evLoop) pool(up *table.Upstream) *evPool {
 	if p, ok := l.pools[up]; ok {
 		return p
 	}
-	if up.TLS || l.e.resolver.sockaddr(up.Addr) == nil {
+	if (up.TLS && (up.TLSConfig == nil || l.p.opts.loopPlainOnly)) || l.e.resolver.sockaddr(up.Addr) == nil {
 		return nil
 	}
 	n := len(l.e.loops)
@@ -569,6 +597,9 @@ func (l *evLoop) conn(pool *evPool) (*evUpstream, error) {
 	sa := l.e.resolver.sockaddr(up.Addr) // the latest address of a DNS name
 	if sa == nil {
 		return nil, fmt.Errorf("%w: %s has no address", errNotSent, up.Addr)
+	}
+	if up.TLS {
+		return l.dialTLS(pool, sa), nil
 	}
 	family := unix.AF_INET
 	if _, ok := sa.(*unix.SockaddrInet6); ok {

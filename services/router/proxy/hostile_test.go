@@ -3,12 +3,14 @@
 package proxy
 
 // Hostile-client conformance suite (contract section 6). Every case runs in
-// three modes:
+// four modes:
 //
 //   - loop: the event loop serves a plain-http region;
+//   - loop-https: the event loop serves an https region (evtls_linux.go);
 //   - general: Options.DisableEventLoop, everything on the fasthttp path;
-//   - handoff: the event loop is on but the regions are https, so the loop
-//     hands every connection to the general path.
+//   - handoff: the event loop is on but keeps the https regions off it
+//     (Options.loopPlainOnly), so it hands every connection to the general
+//     path.
 //
 // TestHostile holds sections A to F as TestHostile/<mode>/<section>/<case>;
 // G (bursts) and H (10,000 slow clients) are tests of their own, not
@@ -55,10 +57,11 @@ import (
 type hsMode struct {
 	name    string
 	general bool // Options.DisableEventLoop
-	tls     bool // https regions: the loop hands every connection over
+	tls     bool // https regions
+	handoff bool // Options.loopPlainOnly: the loop hands every connection over
 }
 
-var hsModes = []hsMode{{name: "loop"}, {name: "general", general: true}, {name: "handoff", tls: true}}
+var hsModes = []hsMode{{name: "loop"}, {name: "loop-https", tls: true}, {name: "general", general: true}, {name: "handoff", tls: true, handoff: true}}
 
 // hsSlots bounds the cases running at once. The suite starts its subtests
 // from goroutines (t.Run may be called concurrently) rather than with
@@ -116,6 +119,7 @@ func newHsEnv(t *testing.T, m hsMode) *hsEnv {
 func (e *hsEnv) router(t *testing.T, o Options, regs ...*hsRegion) *testRouter {
 	t.Helper()
 	o.DisableEventLoop = e.m.general
+	o.loopPlainOnly = e.m.handoff
 	if e.m.tls {
 		o.TLS = e.clientTLS
 	}
@@ -208,7 +212,7 @@ func (e *hsEnv) region(t *testing.T, answer hsAnswer) *hsRegion {
 	g := &hsRegion{answer: answer, url: "http://127.0.0.1:" + strconv.Itoa(port)}
 	if e.m.tls {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{e.cert}})
-		g.url = "https://localhost:" + strconv.Itoa(port)
+		g.url = "https://127.0.0.1:" + strconv.Itoa(port) // an address: the loop needs no lookup
 	}
 	serveConns(t, ln, g.serve)
 	return g

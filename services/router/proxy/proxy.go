@@ -78,6 +78,9 @@ type Options struct {
 	// sndBuf, when set, shrinks the event loop's region sockets' send
 	// buffers: tests use it to force partial writes.
 	sndBuf int
+	// loopPlainOnly keeps https regions off the event loop, which then
+	// hands every connection over: tests use it to exercise the hand-off.
+	loopPlainOnly bool
 }
 
 // Defaults fills zero fields with the defaults.

@@ -135,7 +135,12 @@ func UpstreamFactory(o Options, m *metrics.Router) func(name, endpoint string) (
 			}
 			cfg.ServerName = host
 			cfg.NextProtos = []string{"http/1.1"}
+			if cfg.ClientSessionCache == nil {
+				// Resumed handshakes for the connections a pool re-opens.
+				cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+			}
 			d.tls = cfg
+			u.TLSConfig = cfg
 		}
 		u.Client = &fasthttp.HostClient{
 			Addr:                          u.Addr,

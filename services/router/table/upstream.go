@@ -1,6 +1,7 @@
 package table
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -23,6 +24,9 @@ type Upstream struct {
 	// TLS is true for https endpoints; the pool's dialer does the handshake
 	// with SNI = Host.
 	TLS bool
+	// TLSConfig is the client configuration of an https region's
+	// connections, shared by every path that dials it (nil for http).
+	TLSConfig *tls.Config
 	// Addr is the host:port dialled.
 	Addr string
 	// Host is the endpoint's host (and port when given), sent as the Host
