@@ -649,10 +649,11 @@ type evUpstream struct {
 
 	// https regions (evtls_linux.go): async while the dial's goroutine has
 	// the connection (fd is -1); more when TLS may hold unread plaintext.
-	tls   *tls.Conn
-	wire  *tlsWire
-	async bool
-	more  bool
+	tls    *tls.Conn
+	wire   *tlsWire
+	async  bool
+	more   bool
+	broken bool // TLS reported an end or an error after the last data
 
 	resp    respHead
 	framing framing
@@ -761,6 +762,7 @@ func (u *evUpstream) flushOut() {
 		return
 	case e != 0:
 		u.out = u.out[:0] // the region stopped reading; its answer goes on
+		u.keep = false
 	default:
 		u.out = u.out[:copy(u.out, u.out[n:])]
 	}
@@ -913,7 +915,8 @@ func (u *evUpstream) writeEvents() uint32 {
 // release puts u back in its pool, or closes it when the pool is full.
 func (u *evUpstream) release() {
 	pool := u.pool
-	if len(pool.idle) >= pool.keep || u.l.e.closing.Load() || u.n != 0 || len(u.out) != 0 || u.more || !u.releaseWire() {
+	if len(pool.idle) >= pool.keep || u.l.e.closing.Load() || u.n != 0 || len(u.out) != 0 || u.broken ||
+		(u.more && !u.drained()) || !u.releaseWire() {
 		u.close()
 		return
 	}
@@ -933,6 +936,7 @@ func (u *evUpstream) release() {
 func (u *evUpstream) close() {
 	if u.async {
 		u.c = nil // tlsDialed pools or closes it
+		u.out = u.out[:0]
 		return
 	}
 	if u.fd < 0 {

@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -125,7 +126,6 @@ func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
 		return nil, false, nil
 	}
 	e := &evEngine{p: p, ln: tl, base: time.Now(), srvDone: make(chan struct{})}
-	e.dialCtx, e.dialCancel = context.WithCancel(context.Background())
 	rc, err := tl.SyscallConn()
 	if err != nil {
 		return nil, false, fmt.Errorf("router listener: %w", err)
@@ -162,6 +162,7 @@ func (p *Proxy) startEventLoop(ln net.Listener) (*evEngine, bool, error) {
 		}
 		e.loops = append(e.loops, l)
 	}
+	e.dialCtx, e.dialCancel = context.WithCancel(context.Background())
 	go func() {
 		defer close(e.srvDone)
 		_ = p.srv.Serve(e.handoff)
@@ -570,7 +571,10 @@ func (l *evLoop) pool(up *table.Upstream) *evPool {
 	if p, ok := l.pools[up]; ok {
 		return p
 	}
-	if (up.TLS && (up.TLSConfig == nil || l.p.opts.loopPlainOnly)) || l.e.resolver.sockaddr(up.Addr) == nil {
+	// A region that may renegotiate (TLS 1.2) stays off the loop: a
+	// handshake inside a read cannot be told "not yet".
+	if (up.TLS && (up.TLSConfig == nil || up.TLSConfig.Renegotiation != tls.RenegotiateNever || l.p.opts.loopPlainOnly)) ||
+		l.e.resolver.sockaddr(up.Addr) == nil {
 		return nil
 	}
 	n := len(l.e.loops)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -183,7 +184,11 @@ func sockaddrString(sa unix.Sockaddr) string {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
 	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+		ip := netip.AddrFrom16(a.Addr)
+		if a.ZoneId != 0 {
+			ip = ip.WithZone(strconv.Itoa(int(a.ZoneId))) // a link-local region
+		}
+		return netip.AddrPortFrom(ip, uint16(a.Port)).String()
 	}
 	return ""
 }
@@ -238,7 +243,8 @@ func (l *evLoop) tlsDialed(r tlsDial) {
 		u.send(w)
 		return
 	}
-	u.release() // its client left while it was dialled
+	u.out = u.out[:0] // its client left while it was dialled
+	u.release()
 }
 
 // tlsRead reads plaintext into b. It drains what TLS holds and reads the
@@ -278,7 +284,10 @@ func (u *evUpstream) tlsRead(b []byte) (int, unix.Errno) {
 			w.w += m
 			fetched = true
 		case total > 0:
-			return total, 0 // the error comes again on the next read
+			// The error (a close_notify after the data, say) comes again on
+			// the next read; the connection is not kept meanwhile.
+			u.broken = true
+			return total, 0
 		case errors.Is(err, io.EOF):
 			return 0, 0 // close_notify, or a close between records
 		default:
@@ -318,6 +327,15 @@ func (u *evUpstream) idleTLS() bool {
 		u.releaseWire()
 	}
 	return keep
+}
+
+// drained reports whether TLS holds nothing more for an https connection
+// whose last read filled its buffer (u.more): a read that finds no record
+// costs no system call.
+func (u *evUpstream) drained() bool {
+	var b [1]byte
+	n, err := u.tls.Read(b[:])
+	return n == 0 && errors.Is(err, errWouldBlock) && len(u.wire.out) == 0
 }
 
 // releaseWire returns the read buffer of an https connection with nothing
