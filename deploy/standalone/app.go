@@ -165,6 +165,9 @@ func (a *app) startServices(ctx context.Context) error {
 			if err == nil {
 				a.readyChecks = append(a.readyChecks, r.Ready)
 				a.lines = append(a.lines, fmt.Sprintf("router    http://%s/  (send your traffic here)", displayAddr(r.Addr())))
+				if addr := r.TLSAddr(); addr != "" {
+					a.lines = append(a.lines, fmt.Sprintf("router    https://%s/  (HTTPS; HTTP/2 by ALPN)", displayAddr(addr)))
+				}
 			}
 			return r, err
 		}},
@@ -233,7 +236,11 @@ func (a *app) printBanner(out io.Writer) {
 		fmt.Fprintf(&b, "  curl -s%s %s/api/v1/lb/regions\n", auth, a.apiURL)
 		for _, l := range a.lines {
 			if strings.HasPrefix(l, "router") {
-				fmt.Fprintf(&b, "  curl -si %s\n", strings.Fields(l)[1])
+				if u := strings.Fields(l)[1]; strings.HasPrefix(u, "https:") {
+					fmt.Fprintf(&b, "  curl -si --cacert <your certificate> %s\n", u)
+				} else {
+					fmt.Fprintf(&b, "  curl -si %s\n", u)
+				}
 			}
 		}
 	}

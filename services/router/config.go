@@ -17,6 +17,7 @@ type Config struct {
 	config.Ops
 	config.Router
 	config.RegionTLS
+	config.FrontDoor
 
 	// RetryBodyLimit is the largest request body buffered so that the
 	// request can be re-sent to another region (see proxy.DefaultRetryBodyLimit).
@@ -49,7 +50,7 @@ func DefaultConfig() Config {
 
 // Validate implements config.Validator.
 func (c Config) Validate() error {
-	if err := config.All(c.NATS, c.Ops, c.Router, c.RegionTLS); err != nil {
+	if err := config.All(c.NATS, c.Ops, c.Router, c.RegionTLS, c.FrontDoor); err != nil {
 		return err
 	}
 	switch {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mrlb/mrlb/services/router/certs"
 	"github.com/mrlb/mrlb/services/router/metrics"
 	"github.com/mrlb/mrlb/services/router/proxy"
 	"github.com/mrlb/mrlb/services/router/table"
@@ -47,6 +49,12 @@ type Service struct {
 	save      chan struct{}
 	synced    chan struct{} // closed once every bucket was read from NATS
 	syncOnce  sync.Once
+
+	// The HTTPS listener (front.go); nil when no certificate source is set.
+	certs     *certs.Store
+	tlsLn     net.Listener
+	tlsEvents chan model.Event
+	hup       chan os.Signal
 }
 
 // New builds the router and binds its listener (so ":0" works in tests). It
@@ -127,8 +135,16 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, reg p
 		log.Warn("ignoring unreadable state file", "file", s.statePath, "err", err)
 	}
 
+	if err := s.setupFrontDoor(); err != nil {
+		signal.Stop(s.hup)
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		signal.Stop(s.hup)
+		if s.tlsLn != nil {
+			_ = s.tlsLn.Close()
+		}
 		return nil, fmt.Errorf("router listen %s: %w", cfg.Addr, err)
 	}
 	s.ln = ln
@@ -167,23 +183,41 @@ func (s *Service) Run(ctx context.Context) error {
 	spawn("events", s.publishEvents)
 	spawn("saver", s.saver)
 	spawn("ejections", s.ejections)
+	spawn("front door", s.frontDoor)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.proxy.Serve(s.ln) }()
+	var tlsErr chan error // nil (never ready) without the HTTPS listener
+	if s.tlsLn != nil {
+		tlsErr = make(chan error, 1)
+		go func() { tlsErr <- s.proxy.ServeTLS(s.tlsLn) }()
+		s.log.Info("router listening (https)", "addr", s.TLSAddr(), "http2", s.cfg.HTTP2, "certificates", len(s.certs.Certificates()))
+	}
 	s.log.Info("router listening", "addr", s.Addr(), "id", s.id, "state_file", s.statePath)
 
 	var err error
+	serveDone, tlsDone := false, tlsErr == nil
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
+		serveDone = true
+	case err = <-tlsErr:
+		tlsDone = true
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace.D())
 	if e := s.proxy.Shutdown(sctx); e != nil {
 		s.log.Warn("router shutdown", "err", e)
 	}
 	cancel()
-	if err == nil {
-		err = <-serveErr
+	if !tlsDone {
+		if e := <-tlsErr; err == nil {
+			err = e
+		}
+	}
+	if !serveDone {
+		if e := <-serveErr; err == nil {
+			err = e
+		}
 	}
 	stop()
 	wg.Wait()

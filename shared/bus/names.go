@@ -56,6 +56,8 @@ const (
 	SubjectEventsFailoverAll = "lb.events.failover.>"
 	// SubjectEventsConfig carries region and strategy changes.
 	SubjectEventsConfig = "lb.events.config"
+	// SubjectEventsTLS carries the routers' certificate events.
+	SubjectEventsTLS = "lb.events.tls"
 )
 
 // Command subjects (request/reply, nats.go/micro endpoints in queue groups).

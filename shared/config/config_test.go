@@ -37,11 +37,12 @@ type allConfig struct {
 	config.RegionTLS
 	config.API
 	config.Router
+	config.FrontDoor
 	config.Standalone
 }
 
 func (c allConfig) Validate() error {
-	return config.All(c.NATS, c.Ops, c.Seed, c.Health, c.Failover, c.RegionTLS, c.API, c.Router, c.Standalone)
+	return config.All(c.NATS, c.Ops, c.Seed, c.Health, c.Failover, c.RegionTLS, c.API, c.Router, c.FrontDoor, c.Standalone)
 }
 
 // allVars is every variable the parts read; clearEnv unsets them for the
@@ -61,6 +62,8 @@ var allVars = []string{
 	"ROUTER_TLS_HANDSHAKE_TIMEOUT", "ROUTER_RESPONSE_HEADER_TIMEOUT", "ROUTER_IDLE_CONN_TIMEOUT",
 	"ROUTER_MAX_IDLE_CONNS_PER_REGION",
 	"ROUTER_CLIENT_HEADER_TIMEOUT", "ROUTER_CLIENT_BODY_TIMEOUT", "ROUTER_CLIENT_WRITE_TIMEOUT", "ROUTER_CLIENT_IDLE_TIMEOUT",
+	"ROUTER_TLS_ADDR", "ROUTER_TLS_CERT_FILE", "ROUTER_TLS_KEY_FILE", "ROUTER_TLS_CERT_DIR", "ROUTER_TLS_MIN_VERSION",
+	"ROUTER_HTTPS_REDIRECT", "ROUTER_HSTS", "ROUTER_HTTP2",
 	"STANDALONE_DATA_DIR", "NATS_LISTEN",
 }
 
@@ -138,8 +141,8 @@ func TestLoadDefaults(t *testing.T) {
 	assert.False(t, cfg.AllowUnauthenticated)
 	assert.Equal(t, 50.0, cfg.RateLimit)
 	assert.Equal(t, 100, cfg.RateBurst)
-	assert.Empty(t, cfg.TLSCertFile)
-	assert.Empty(t, cfg.TLSKeyFile)
+	assert.Empty(t, cfg.API.TLSCertFile)
+	assert.Empty(t, cfg.API.TLSKeyFile)
 
 	assert.Equal(t, ":8000", cfg.Router.Addr)
 	assert.Empty(t, cfg.ID)
@@ -319,8 +322,8 @@ func TestLoadGoodValues(t *testing.T) {
 		{"api limits and tls", map[string]string{"API_RATE_LIMIT": "0.5", "API_RATE_BURST": "1", "API_TLS_CERT_FILE": cert, "API_TLS_KEY_FILE": key}, func(t *testing.T, c allConfig) {
 			assert.Equal(t, 0.5, c.RateLimit)
 			assert.Equal(t, 1, c.RateBurst)
-			assert.Equal(t, cert, c.TLSCertFile)
-			assert.Equal(t, key, c.TLSKeyFile)
+			assert.Equal(t, cert, c.API.TLSCertFile)
+			assert.Equal(t, key, c.API.TLSKeyFile)
 		}},
 		{"router", map[string]string{"ROUTER_ADDR": "127.0.0.1:18000", "ROUTER_ID": "router-1", "ROUTER_STATE_FILE": "/tmp/x.json", "ROUTER_MAX_IDLE_CONNS_PER_REGION": "1"}, func(t *testing.T, c allConfig) {
 			assert.Equal(t, "127.0.0.1:18000", c.Router.Addr)
@@ -373,6 +376,16 @@ func TestLoadBadValues(t *testing.T) {
 		"ROUTER_RESPONSE_HEADER_TIMEOUT", "ROUTER_IDLE_CONN_TIMEOUT",
 		"ROUTER_CLIENT_HEADER_TIMEOUT", "ROUTER_CLIENT_BODY_TIMEOUT", "ROUTER_CLIENT_WRITE_TIMEOUT", "ROUTER_CLIENT_IDLE_TIMEOUT",
 	}
+	tests = append(tests,
+		one("ROUTER_TLS_ADDR", "nope"),
+		bad{map[string]string{"ROUTER_TLS_CERT_FILE": cert}, "ROUTER_TLS_KEY_FILE"}, // the one missing is named
+		bad{map[string]string{"ROUTER_TLS_KEY_FILE": key}, "ROUTER_TLS_CERT_FILE"},
+		bad{map[string]string{"ROUTER_TLS_CERT_DIR": dir, "ROUTER_TLS_MIN_VERSION": "1.1"}, "ROUTER_TLS_MIN_VERSION"},
+		one("ROUTER_HTTPS_REDIRECT", "true"), // no HTTPS listener to send clients to
+		one("ROUTER_HTTPS_REDIRECT", "maybe"),
+		one("ROUTER_HTTP2", "2"),
+		bad{map[string]string{"ROUTER_TLS_CERT_DIR": dir, "ROUTER_HSTS": "max-age=1\r\nX-Evil: 1"}, "ROUTER_HSTS"},
+	)
 	for _, k := range durations {
 		for _, v := range []string{"", " ", "abc", "0", "0s", "0.0", "-1", "-0.5", "-1s", "1e-12", "NaN", "Inf", "-Inf", "1e400", "9999999999", "5 s", "5x", "1d", "30,5"} {
 			tests = append(tests, one(k, v))

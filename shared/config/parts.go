@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -370,6 +371,61 @@ func (c Router) Validate() error {
 		return &VarError{Var: "ROUTER_MAX_IDLE_CONNS_PER_REGION", Err: errors.New("must be at least 1")}
 	}
 	return nil
+}
+
+// FrontDoor is the router's HTTPS listener: on when a certificate source
+// is set, so that plain HTTP needs no set-up.
+type FrontDoor struct {
+	TLSAddr     string `envconfig:"ROUTER_TLS_ADDR" default:":8443"`
+	TLSCertFile string `envconfig:"ROUTER_TLS_CERT_FILE"`
+	TLSKeyFile  string `envconfig:"ROUTER_TLS_KEY_FILE"`
+	// CertDir holds NAME.crt + NAME.key (or NAME.pem), picked by SNI.
+	TLSCertDir string `envconfig:"ROUTER_TLS_CERT_DIR"`
+	MinVersion string `envconfig:"ROUTER_TLS_MIN_VERSION" default:"1.2"`
+	// HTTPSRedirect answers plain requests with 308 to https://.
+	HTTPSRedirect bool `envconfig:"ROUTER_HTTPS_REDIRECT" default:"false"`
+	// HSTS is the Strict-Transport-Security value of HTTPS answers.
+	HSTS  string `envconfig:"ROUTER_HSTS"`
+	HTTP2 bool   `envconfig:"ROUTER_HTTP2" default:"true"`
+}
+
+// On reports whether the HTTPS listener runs.
+func (c FrontDoor) On() bool {
+	return c.TLSCertFile != "" || c.TLSKeyFile != "" || c.TLSCertDir != ""
+}
+
+// Validate implements Validator. The files themselves are read (and judged)
+// when the router starts.
+func (c FrontDoor) Validate() error {
+	if err := ValidateAddr(c.TLSAddr); err != nil {
+		return &VarError{Var: "ROUTER_TLS_ADDR", Err: err}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		if c.TLSCertFile == "" {
+			return &VarError{Var: "ROUTER_TLS_CERT_FILE", Err: errors.New("must be set with ROUTER_TLS_KEY_FILE")}
+		}
+		return &VarError{Var: "ROUTER_TLS_KEY_FILE", Err: errors.New("must be set with ROUTER_TLS_CERT_FILE")}
+	}
+	if c.MinVersion != "1.2" && c.MinVersion != "1.3" {
+		return &VarError{Var: "ROUTER_TLS_MIN_VERSION", Err: fmt.Errorf("%q: must be 1.2 or 1.3", c.MinVersion)}
+	}
+	if c.HTTPSRedirect && !c.On() {
+		return &VarError{Var: "ROUTER_HTTPS_REDIRECT", Err: errors.New("needs the HTTPS listener (ROUTER_TLS_CERT_FILE or ROUTER_TLS_CERT_DIR)")}
+	}
+	for _, r := range c.HSTS {
+		if r < 0x20 || r > 0x7e {
+			return &VarError{Var: "ROUTER_HSTS", Err: errors.New("must be printable ASCII (a header value)")}
+		}
+	}
+	return nil
+}
+
+// TLSMinVersion is MinVersion as crypto/tls numbers it.
+func (c FrontDoor) TLSMinVersion() uint16 {
+	if c.MinVersion == "1.3" {
+		return tls.VersionTLS13
+	}
+	return tls.VersionTLS12
 }
 
 // Standalone is what only the single-process build reads.

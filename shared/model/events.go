@@ -17,6 +17,9 @@ const (
 	EventRegionUpdated   = "region.updated"
 	EventRegionRemoved   = "region.removed"
 	EventStrategyChanged = "strategy.changed"
+	// EventTLSReloadFailed: a router kept its old certificates because the
+	// new files are bad (Reason says why).
+	EventTLSReloadFailed = "tls.reload_failed"
 )
 
 // Event is the one JSON shape of every event on lb.events.>; fields that do
@@ -33,7 +36,7 @@ type Event struct {
 	To     string `json:"to,omitempty"`
 	Reason string `json:"reason,omitempty"`
 
-	// outlier.ejected / outlier.returned
+	// outlier.ejected / outlier.returned / tls.*
 	RouterID string `json:"router_id,omitempty"`
 
 	// failover.started / failover.ended

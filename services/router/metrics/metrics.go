@@ -26,9 +26,13 @@ type Router struct {
 	Handoffs prometheus.Counter
 	// Refused counts client requests the router answered itself and closed:
 	// invalid heads, bodies that ended early, clients too slow.
-	Refused   prometheus.Counter
-	mu        sync.Mutex
-	perRegion map[string]*Region
+	Refused prometheus.Counter
+	// TLSHandshakes counts the HTTPS listener's handshakes by result (ok,
+	// error, timeout); CertExpiry is each served certificate's not-after.
+	TLSHandshakes *prometheus.CounterVec
+	CertExpiry    *prometheus.GaugeVec
+	mu            sync.Mutex
+	perRegion     map[string]*Region
 }
 
 // New registers the collectors on reg.
@@ -70,19 +74,27 @@ func New(reg prometheus.Registerer) (*Router, error) {
 		}),
 		Handoffs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lb_router_handoffs_total",
-			Help: "Client connections the event loop handed to the general (fasthttp) path: upgrades, large or chunked uploads, TLS or not yet resolved regions, unusual requests.",
+			Help: "Client connections the event loop handed to the general (fasthttp) path: upgrades, large or chunked uploads, regions named by DNS not yet resolved, unusual requests.",
 		}),
 		Refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lb_router_refused_requests_total",
 			Help: "Client requests refused and their connection closed: invalid HTTP/1.1 framing (400, 414, 431), a request body that ended early or was malformed, a head not received in time (408).",
 		}),
+		TLSHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lb_router_tls_handshakes_total",
+			Help: "TLS handshakes on the HTTPS listener by result: ok, error (a bad or foreign client hello, no certificate), timeout (not done within ROUTER_CLIENT_HEADER_TIMEOUT).",
+		}, []string{"result"}),
+		CertExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lb_router_certificate_expiry_timestamp_seconds",
+			Help: "When each certificate the HTTPS listener serves expires (Unix seconds), by its first name.",
+		}, []string{"name"}),
 		perRegion: map[string]*Region{},
 	}
 	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "lb_router_in_flight_requests",
 		Help: "Requests being proxied now.",
 	}, func() float64 { return float64(m.InFlight.n.Load()) })
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, inFlight, m.Panic, m.NoRegion, m.Snapshots, m.Handoffs, m.Refused} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.retries, m.ejections, m.Exhausted, inFlight, m.Panic, m.NoRegion, m.Snapshots, m.Handoffs, m.Refused, m.TLSHandshakes, m.CertExpiry} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -20,7 +21,8 @@ import (
 // (431) when fasthttp's buffer fills.
 type clientConn struct {
 	net.Conn
-	pre []byte
+	pre    []byte
+	secure bool // a TLS connection (the HTTPS listener)
 
 	writeTimeout, bodyTimeout, slack time.Duration
 	wd, rd                           time.Time // deadlines in force (zero: none)
@@ -29,8 +31,8 @@ type clientConn struct {
 	lineLen int
 }
 
-func newClientConn(c net.Conn, pre []byte, o *Options) *clientConn {
-	return &clientConn{Conn: c, pre: pre, writeTimeout: o.ClientWriteTimeout, bodyTimeout: o.ClientBodyTimeout, slack: min(o.ClientWriteTimeout, o.ClientBodyTimeout) / 16}
+func newClientConn(c net.Conn, pre []byte, o *Options, secure bool) *clientConn {
+	return &clientConn{Conn: c, pre: pre, secure: secure, writeTimeout: o.ClientWriteTimeout, bodyTimeout: o.ClientBodyTimeout, slack: min(o.ClientWriteTimeout, o.ClientBodyTimeout) / 16}
 }
 
 func (c *clientConn) Read(b []byte) (int, error) {
@@ -107,6 +109,7 @@ func (c *clientConn) bodyReads(on bool) {
 type clientListener struct {
 	ln    net.Listener
 	p     *Proxy
+	tls   *tls.Config // HTTPS: the handshake comes first (front.go)
 	ready chan net.Conn
 	done  chan struct{}
 	once  sync.Once
@@ -118,8 +121,8 @@ type clientListener struct {
 	err     error // the listener's error, once it stopped
 }
 
-func newClientListener(ln net.Listener, p *Proxy) *clientListener {
-	l := &clientListener{ln: ln, p: p, ready: make(chan net.Conn), done: make(chan struct{}), reading: map[net.Conn]struct{}{}}
+func newClientListener(ln net.Listener, p *Proxy, tlsCfg *tls.Config) *clientListener {
+	l := &clientListener{ln: ln, p: p, tls: tlsCfg, ready: make(chan net.Conn), done: make(chan struct{}), reading: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.accept()
 	return l
@@ -158,9 +161,29 @@ func (l *clientListener) accept() {
 func (l *clientListener) firstHead(c net.Conn) {
 	defer l.wg.Done()
 	o := &l.p.opts
+	raw, secure := c, false // raw is the key in l.reading
+	if l.tls != nil {
+		tc := l.handshake(c, o.ClientHeaderTimeout)
+		if tc != nil && tc.ConnectionState().NegotiatedProtocol == "h2" {
+			l.mu.Lock()
+			delete(l.reading, c)
+			l.mu.Unlock()
+			if !l.p.startH2(tc) {
+				_ = tc.Close()
+			}
+			return
+		}
+		if tc == nil {
+			l.mu.Lock()
+			delete(l.reading, c)
+			l.mu.Unlock()
+			return
+		}
+		c, secure = tc, true
+	}
 	buf, err := readFirstHead(c, o.ClientHeaderTimeout)
 	l.mu.Lock()
-	delete(l.reading, c)
+	delete(l.reading, raw)
 	closed := l.closed
 	l.mu.Unlock()
 	var r reqHead
@@ -185,7 +208,7 @@ func (l *clientListener) firstHead(c net.Conn) {
 	default: // a head, or what fasthttp is to judge (too long, cut short)
 		_ = c.SetReadDeadline(time.Time{})
 		select {
-		case l.ready <- newClientConn(c, buf, o):
+		case l.ready <- newClientConn(c, buf, o, secure):
 			return
 		case <-l.done:
 		}

@@ -704,7 +704,7 @@ func (c *evClient) handoff() {
 		return
 	}
 	l.p.m.Handoffs.Inc()
-	l.held = append(l.held, newClientConn(nc, pre, &l.p.opts))
+	l.held = append(l.held, newClientConn(nc, pre, &l.p.opts, false))
 	l.passHeld()
 }
 

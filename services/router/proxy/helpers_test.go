@@ -35,8 +35,10 @@ type testRouter struct {
 	p      *Proxy
 }
 
-// startRouter runs a proxy over regions (name -> endpoint) with strategy.
-func startRouter(t *testing.T, o Options, strategyName string, regions map[string]string) *testRouter {
+// startRouter runs a proxy over regions (name -> endpoint) with strategy;
+// each setup runs before Serve, and what it returns is waited for after
+// Shutdown (a second listener's Serve, say).
+func startRouter(t *testing.T, o Options, strategyName string, regions map[string]string, setup ...func(p *Proxy) (wait func())) *testRouter {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg)
@@ -56,6 +58,10 @@ func startRouter(t *testing.T, o Options, strategyName string, regions map[strin
 	st.Strategy = &model.StrategyConfig{Strategy: strategyName}
 	tb.Replace(st)
 	p := New(tb, m, o, logging.Discard())
+	var waits []func()
+	for _, f := range setup {
+		waits = append(waits, f(p))
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +73,9 @@ func startRouter(t *testing.T, o Options, strategyName string, regions map[strin
 		defer cancel()
 		_ = p.Shutdown(ctx)
 		<-done
+		for _, w := range waits {
+			w()
+		}
 		tb.Close()
 	})
 	return &testRouter{table: tb, url: "http://" + ln.Addr().String(), events: events, m: m, reg: reg, p: p}

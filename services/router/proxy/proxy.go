@@ -138,6 +138,8 @@ type Proxy struct {
 	evMu    sync.Mutex
 	ev      *evEngine
 	stopped bool
+
+	front *front // HTTPS (front.go); nil when off
 }
 
 // New builds the proxy over t.
@@ -193,7 +195,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	if ok {
 		return e.accept()
 	}
-	cl := newClientListener(ln, p)
+	cl := newClientListener(ln, p, nil)
 	defer func() {
 		_ = cl.Close()
 		cl.wg.Wait()
@@ -214,7 +216,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if e != nil {
 		e.stop(ctx)
 	}
+	h2done := make(chan struct{})
+	go func() { // GOAWAY and the HTTP/2 streams, beside the HTTP/1.1 connections
+		defer close(h2done)
+		if p.front != nil {
+			p.front.shutdownH2(ctx)
+		}
+	}()
 	err := p.srv.ShutdownWithContext(ctx)
+	<-h2done
 	if e != nil {
 		<-e.srvDone
 	}
@@ -309,6 +319,28 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		p.refuse(ctx, status, body)
 		return
 	}
+	if f := p.front; f != nil {
+		secure := connIsTLS(ctx)
+		if !secure && f.cfg.RedirectPort != 0 && p.redirect(ctx) {
+			return
+		}
+		if secure && len(f.hsts) > 0 {
+			defer ctx.Response.Header.SetBytesV("Strict-Transport-Security", f.hsts)
+		}
+	}
+	p.handle(ctx)
+}
+
+// connIsTLS reports whether ctx came over the HTTPS listener.
+func connIsTLS(ctx *fasthttp.RequestCtx) bool {
+	if cc, ok := ctx.Conn().(*clientConn); ok {
+		return cc.secure
+	}
+	return ctx.IsTLS()
+}
+
+// handle proxies a request whose head is valid.
+func (p *Proxy) handle(ctx *fasthttp.RequestCtx) {
 	p.m.InFlight.Inc()
 	defer p.m.InFlight.Dec()
 	if ctx.Request.Header.ConnectionUpgrade() && len(ctx.Request.Header.Peek("Upgrade")) > 0 {
@@ -626,7 +658,7 @@ func setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 	}
 	h.SetBytesKV(headerXFF, buf)
 	h.SetBytesKV(headerXFHost, ctx.Request.Header.Host())
-	if ctx.IsTLS() {
+	if connIsTLS(ctx) {
 		h.SetBytesKV(headerXFProto, strHTTPS)
 	} else {
 		h.SetBytesKV(headerXFProto, strHTTP)

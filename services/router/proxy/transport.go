@@ -406,6 +406,10 @@ func (b *bodyStream) Read(p []byte) (int, error) {
 // take long (SSE, downloads) is streamed.
 func (b *bodyStream) clearDeadline() { _ = b.conn.SetReadDeadline(time.Time{}) }
 
+// interrupt makes a Read blocked on the region return (its client is gone);
+// safe from another goroutine.
+func (b *bodyStream) interrupt() { _ = b.conn.SetReadDeadline(time.Unix(1, 0)) }
+
 // CloseWithError implements fasthttp.ReadCloserWithError (and deliberately
 // not io.Closer: fasthttp would call both, and the object is pooled).
 func (b *bodyStream) CloseWithError(err error) error {
