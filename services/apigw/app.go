@@ -78,6 +78,7 @@ func (s *Service) newApp(reg prometheus.Registerer) *fiber.App {
 	api.Get("/health/history", named("/health/history", s.healthHistory))
 	api.Post("/failover/trigger", named("/failover/trigger", s.triggerFailover))
 	api.Get("/failover/status", named("/failover/status", s.failoverStatus))
+	api.Get("/certificates", named("/certificates", s.listCertificates))
 	api.Delete("/failover/:from_region", named("/failover/:from_region", s.clearFailover))
 	return app
 }

@@ -7,7 +7,9 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -373,4 +375,31 @@ func (s *Service) failoverStatus(c *fiber.Ctx) error {
 		resp.Recent = append(resp.Recent, ev)
 	}
 	return c.JSON(resp)
+}
+
+// listCertificates merges what the live routers' HTTPS listeners serve
+// (from their lb_routers entries): one row per certificate, however many
+// routers serve it.
+func (s *Service) listCertificates(c *fiber.Ctx) error {
+	ctx, cancel := s.natsCtx(c)
+	defer cancel()
+	routers, err := allJSON[model.RouterInfo](ctx, s.store, bus.BucketRouters)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	certs := []model.CertInfo{}
+	for _, r := range sortedValues(routers) {
+		for _, ci := range r.Certificates {
+			key := strings.Join(ci.Names, ",") + "|" + ci.Issuer + "|" + ci.NotAfter.UTC().Format(time.RFC3339Nano) + "|" + ci.Source
+			if !seen[key] {
+				seen[key] = true
+				certs = append(certs, ci)
+			}
+		}
+	}
+	slices.SortFunc(certs, func(a, b model.CertInfo) int {
+		return strings.Compare(strings.Join(a.Names, ","), strings.Join(b.Names, ","))
+	})
+	return c.JSON(fiber.Map{"certificates": certs})
 }

@@ -239,3 +239,27 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("routers = %+v", st.Routers)
 	}
 }
+
+// GET /certificates merges the routers' HTTPS certificates: one row per
+// certificate however many routers serve it, an empty list without any.
+func TestCertificates(t *testing.T) {
+	e := newEnv(t, nil)
+	r := e.expect(e.do("GET", "/api/v1/lb/certificates", nil), 200, "")
+	if strings.TrimSpace(string(r.body)) != `{"certificates":[]}` {
+		t.Fatalf("no routers: %s", r.body)
+	}
+	exp := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	shop := model.CertInfo{Names: []string{"shop.example", "www.shop.example"}, Issuer: "R11", NotAfter: exp, Source: "acme"}
+	api := model.CertInfo{Names: []string{"api.example"}, Issuer: "corp CA", NotAfter: exp, Source: "file"}
+	e.putKV(bus.BucketRouters, "r1", model.RouterInfo{ID: "r1", Certificates: []model.CertInfo{shop, api}})
+	e.putKV(bus.BucketRouters, "r2", model.RouterInfo{ID: "r2", Certificates: []model.CertInfo{shop}})
+	e.putKV(bus.BucketRouters, "r3", model.RouterInfo{ID: "r3"})
+	var got struct {
+		Certificates []model.CertInfo `json:"certificates"`
+	}
+	e.expect(e.do("GET", "/api/v1/lb/certificates", nil), 200, "").json(t, &got)
+	if len(got.Certificates) != 2 || got.Certificates[0].Names[0] != "api.example" || got.Certificates[1].Source != "acme" ||
+		!got.Certificates[1].NotAfter.Equal(exp) {
+		t.Fatalf("certificates = %+v", got.Certificates)
+	}
+}

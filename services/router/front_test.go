@@ -149,6 +149,14 @@ func TestHTTPSListenerAndCertificateReload(t *testing.T) {
 	if infos := e.svc.Certificates(); len(infos) != 1 || infos[0].Source != "file" {
 		t.Fatalf("certificates %+v", infos)
 	}
+	// The presence record carries them, for GET /api/v1/lb/certificates.
+	routers := e.kv(t, bus.BucketRouters)
+	poll.True(t, 5*time.Second, "certificates in the presence record", func() bool {
+		entry, err := routers.Get(context.Background(), "test-router")
+		var info model.RouterInfo
+		return err == nil && json.Unmarshal(entry.Value(), &info) == nil && len(info.Certificates) == 1 &&
+			info.Certificates[0].Names[0] == "localhost" && info.Certificates[0].Source == "file"
+	})
 }
 
 // A bad certificate file at start-up is a configuration error naming the

@@ -333,7 +333,7 @@ func (s *Service) presence(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		now := time.Now()
-		info := model.RouterInfo{ID: s.id, Address: s.address(), Started: s.started, Version: version.Version, Regions: map[string]model.RegionStats{}, UpdatedAt: now.UTC()}
+		info := model.RouterInfo{ID: s.id, Address: s.address(), Started: s.started, Version: version.Version, Regions: map[string]model.RegionStats{}, Certificates: s.Certificates(), UpdatedAt: now.UTC()}
 		secs := max(now.Sub(prevAt).Seconds(), 1e-3)
 		next := map[string]last{}
 		for _, u := range s.table.Upstreams() {

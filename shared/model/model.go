@@ -119,7 +119,18 @@ type RouterInfo struct {
 	Started   time.Time              `json:"started"`
 	Version   string                 `json:"version,omitempty"`
 	Regions   map[string]RegionStats `json:"regions"`
-	UpdatedAt time.Time              `json:"updated_at"`
+	// Certificates are what the router's HTTPS listener serves (none when
+	// it has no listener); GET /api/v1/lb/certificates merges them.
+	Certificates []CertInfo `json:"certificates,omitempty"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+}
+
+// CertInfo describes a certificate a router serves.
+type CertInfo struct {
+	Names    []string  `json:"names"`
+	Issuer   string    `json:"issuer"`
+	NotAfter time.Time `json:"not_after"`
+	Source   string    `json:"source"` // file or acme
 }
 
 // RegionStats are a router's recent rates for one region.

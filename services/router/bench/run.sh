@@ -9,6 +9,10 @@
 # ROUTER_GOMAXPROCS=n sets GOMAXPROCS for the router(s) only.
 # REGIONS=https makes the backends HTTPS (self-signed, trusted by both
 # proxies, which verify it): what real deployments to https regions cost.
+# FRONT=https makes wrk talk HTTPS to both proxies (the same self-signed
+# ECDSA P-256 certificate; keep-alive, so handshakes are amortised);
+# FRONT=handshakes does the same with "Connection: close", one full
+# handshake per request (wrk does not resume sessions).
 set -euo pipefail
 cd "$(dirname "$0")/.."            # services/router
 ROOT=$(cd ../.. && pwd)
@@ -32,14 +36,19 @@ go build -o "$WORK/backend" ./bench/backend
 go build -o "$WORK/natsd" ./bench/natsd
 
 B1=127.0.0.1:9101 B2=127.0.0.1:9102 B3=127.0.0.1:9103
-SCHEME=http BFLAGS=() HASSL=""
+SCHEME=http BFLAGS=() HASSL="" FSCHEME=http FSSL="" WRKH=()
 RENV=(); [ -n "${ROUTER_GOMAXPROCS:-}" ] && RENV=(GOMAXPROCS="$ROUTER_GOMAXPROCS")
+"$WORK/backend" -gencert "$WORK"
+if [ "${FRONT:-http}" != http ]; then
+  FSCHEME=https FSSL="ssl crt $WORK/both.pem alpn http/1.1"
+  RENV+=(ROUTER_TLS_CERT_FILE="$WORK/cert.pem" ROUTER_TLS_KEY_FILE="$WORK/key.pem" ROUTER_TLS_ADDR=127.0.0.1:8443)
+  [ "$FRONT" = handshakes ] && WRKH=(-H "Connection: close")
+fi
 if [ "${REGIONS:-http}" = https ]; then
   SCHEME=https BFLAGS=(-tls "$WORK") HASSL="ssl verify required ca-file $WORK/cert.pem"
   RENV+=(REGION_TLS_CA_FILE="$WORK/cert.pem")
 fi
 "$WORK/backend" "${BFLAGS[@]}" $B1 $B2 $B3 & PIDS+=($!)
-for _ in $(seq 1 200); do [ "$SCHEME" = http ] || [ -s "$WORK/cert.pem" ] && break; sleep 0.05; done
 "$WORK/natsd" -listen 127.0.0.1:4333 -dir "$WORK/js" \
   -regions "b1=$SCHEME://$B1,b2=$SCHEME://$B2,b3=$SCHEME://$B3" 2>"$WORK/natsd.log" & PIDS+=($!)
 
@@ -66,7 +75,7 @@ defaults
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:8001
+  bind 127.0.0.1:8001 $FSSL
   default_backend be
 backend be
   balance roundrobin
@@ -77,7 +86,7 @@ CFG
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
 
 wait_ok() { for _ in $(seq 1 200); do curl -fsS -k -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not answering: $1" >&2; cat "$WORK"/*.log >&2; return 1; }
-wait_ok "$SCHEME://$B1/"; wait_ok "http://127.0.0.1:8001/"
+wait_ok "$SCHEME://$B1/"; wait_ok "$FSCHEME://127.0.0.1:8001/"
 # The router answers 503 until it read the regions from NATS.
 for port in 8000 ${BASELINE:+8002}; do
   for _ in $(seq 1 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/)" = 200 ] && break; sleep 0.05; done
@@ -91,7 +100,7 @@ declare -A RPS P50 P99 CPU
 run_one() { # name url pid
   local name=$1 url=$2 pid=$3 out before after reqs
   before=$(cpu_ticks "$pid")
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url")
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${WRKH[@]}" "$url")
   after=$(cpu_ticks "$pid")
   reqs=$(echo "$out" | awk '/requests in/{print $1}')
   RPS[$name]+="$(echo "$out" | awk '/Requests\/sec/{print $2}') "
@@ -107,8 +116,12 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS..." >&2
   run_one direct  "$SCHEME://$B1/"        ""
   if [ -n "${BASELINE:-}" ]; then run_one baseline "http://127.0.0.1:8002/" "$BASELINE_PID"; fi
-  run_one router  "http://127.0.0.1:8000/" "$ROUTER_PID"
-  run_one haproxy "http://127.0.0.1:8001/" "$HAPROXY_PID"
+  if [ "$FSCHEME" = https ]; then
+    run_one router "https://127.0.0.1:8443/" "$ROUTER_PID"
+  else
+    run_one router "http://127.0.0.1:8000/" "$ROUTER_PID"
+  fi
+  run_one haproxy "$FSCHEME://127.0.0.1:8001/" "$HAPROXY_PID"
 done
 
 avg() { echo "$1" | awk '{s=0; for(i=1;i<=NF;i++) s+=$i; if (NF) printf "%.2f", s/NF; else printf "-"}'; }
@@ -128,5 +141,5 @@ if [ -n "${BASELINE:-}" ]; then
     printf "baseline/haproxy: throughput %.2fx, cpu/request %.2fx\n", b/h, bc/hc
     printf "router/baseline:  throughput %.2fx, cpu/request %.2fx\n", r/b, rc/bc }'
 fi
-echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, $SCHEME regions, router GOMAXPROCS=${ROUTER_GOMAXPROCS:-default}, event loop ${ROUTER_EVENT_LOOP:-true}, averages; per-round values below)"
+echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, $SCHEME regions, $FSCHEME clients${WRKH:+ (Connection: close)}, router GOMAXPROCS=${ROUTER_GOMAXPROCS:-default}, event loop ${ROUTER_EVENT_LOOP:-true}, averages; per-round values below)"
 for n in $TARGETS; do echo "$n req/s: ${RPS[$n]}"; echo "$n p99 ms: ${P99[$n]}"; echo "$n cpu us/req: ${CPU[$n]:-}"; done

@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/mrlb/mrlb/shared/config"
 	"io"
 	"log/slog"
 	"maps"
@@ -22,6 +21,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mrlb/mrlb/shared/config"
+	"github.com/mrlb/mrlb/shared/model"
 )
 
 // The operator-facing variables that errors name.
@@ -44,12 +46,9 @@ type Options struct {
 }
 
 // Info describes one served certificate (for GET /api/v1/lb/certificates and the expiry metric).
-type Info struct {
-	Names    []string  `json:"names"`  // DNS SANs (and IP SANs as strings); the subject CN when there are none
-	Issuer   string    `json:"issuer"` // issuer CN, else the issuer's full string
-	NotAfter time.Time `json:"not_after"`
-	Source   string    `json:"source"` // "file"
-}
+// Names are the DNS SANs (and IP SANs as strings), the subject CN when
+// there are none; Issuer is the issuer's CN, else its full string.
+type Info = model.CertInfo
 
 // Store serves the certificates to TLS handshakes while letting them be
 // replaced as a whole at any time.

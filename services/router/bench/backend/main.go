@@ -1,7 +1,8 @@
 // Command backend is the bench's region: a minimal HTTP server answering a
 // small fixed body on each address given, so the proxies are what is measured.
-// With -tls DIR it serves HTTPS with a self-signed certificate for 127.0.0.1
-// and localhost, written to DIR/cert.pem for the proxies to trust.
+// -gencert DIR writes a self-signed certificate for 127.0.0.1 and localhost
+// (DIR/cert.pem, DIR/key.pem, and DIR/both.pem for HAProxy) and exits; with
+// -tls DIR it serves HTTPS with that certificate.
 package main
 
 import (
@@ -26,14 +27,21 @@ import (
 )
 
 func main() {
-	tlsDir := flag.String("tls", "", "serve HTTPS; the certificate goes to DIR/cert.pem")
+	tlsDir := flag.String("tls", "", "serve HTTPS with DIR/cert.pem and DIR/key.pem")
+	genDir := flag.String("gencert", "", "write a self-signed certificate to DIR and exit")
 	flag.Parse()
+	if *genDir != "" {
+		if err := selfSigned(*genDir); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if flag.NArg() < 1 {
-		log.Fatal("usage: backend [-tls DIR] ADDR...")
+		log.Fatal("usage: backend [-tls DIR] ADDR... | backend -gencert DIR")
 	}
 	var cfg *tls.Config
 	if *tlsDir != "" {
-		cert, err := selfSigned(filepath.Join(*tlsDir, "cert.pem"))
+		cert, err := tls.LoadX509KeyPair(filepath.Join(*tlsDir, "cert.pem"), filepath.Join(*tlsDir, "key.pem"))
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -62,12 +70,12 @@ func main() {
 	wg.Wait()
 }
 
-// selfSigned makes a certificate for 127.0.0.1 and localhost and writes it
-// (PEM) to path.
-func selfSigned(path string) (tls.Certificate, error) {
+// selfSigned makes a certificate for 127.0.0.1 and localhost (ECDSA P-256)
+// and writes it and its key to dir.
+func selfSigned(dir string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, err
+		return err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -83,10 +91,18 @@ func selfSigned(path string) (tls.Certificate, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return tls.Certificate{}, err
+		return err
 	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return tls.Certificate{}, err
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	c := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	k := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	for name, b := range map[string][]byte{"cert.pem": c, "key.pem": k, "both.pem": append(append([]byte{}, c...), k...)} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
