@@ -114,11 +114,11 @@ type Failover struct {
 
 // RouterInfo is the presence record a router replica keeps in lb_routers.
 type RouterInfo struct {
-	ID        string                 `json:"id"`
-	Address   string                 `json:"address"`
-	Started   time.Time              `json:"started"`
-	Version   string                 `json:"version,omitempty"`
-	Regions   map[string]RegionStats `json:"regions"`
+	ID      string                 `json:"id"`
+	Address string                 `json:"address"`
+	Started time.Time              `json:"started"`
+	Version string                 `json:"version,omitempty"`
+	Regions map[string]RegionStats `json:"regions"`
 	// Certificates are what the router's HTTPS listener serves (none when
 	// it has no listener); GET /api/v1/lb/certificates merges them.
 	Certificates []CertInfo `json:"certificates,omitempty"`
