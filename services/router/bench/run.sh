@@ -12,7 +12,9 @@
 # FRONT=https makes wrk talk HTTPS to both proxies (the same self-signed
 # ECDSA P-256 certificate; keep-alive, so handshakes are amortised);
 # FRONT=handshakes does the same with "Connection: close", one full
-# handshake per request (wrk does not resume sessions).
+# handshake per request (wrk does not resume sessions). FRONT=h2 loads both
+# over HTTP/2 with h2load (nghttp2-client; CONNS connections of 100 streams;
+# the p50 column is h2load's mean, p99 its max).
 set -euo pipefail
 cd "$(dirname "$0")/.."            # services/router
 ROOT=$(cd ../.. && pwd)
@@ -25,9 +27,9 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-if ! command -v wrk >/dev/null || ! command -v haproxy >/dev/null; then
-  echo "installing wrk and haproxy..." >&2
-  apt-get update -qq && apt-get install -y -qq wrk haproxy >/dev/null
+if ! command -v wrk >/dev/null || ! command -v haproxy >/dev/null || ! command -v h2load >/dev/null; then
+  echo "installing wrk, haproxy and h2load..." >&2
+  apt-get update -qq && apt-get install -y -qq wrk haproxy nghttp2-client >/dev/null
 fi
 
 mkdir -p "$ROOT/bin"
@@ -41,6 +43,7 @@ RENV=(); [ -n "${ROUTER_GOMAXPROCS:-}" ] && RENV=(GOMAXPROCS="$ROUTER_GOMAXPROCS
 "$WORK/backend" -gencert "$WORK"
 if [ "${FRONT:-http}" != http ]; then
   FSCHEME=https FSSL="ssl crt $WORK/both.pem alpn http/1.1"
+  [ "$FRONT" = h2 ] && FSSL="ssl crt $WORK/both.pem alpn h2,http/1.1"
   RENV+=(ROUTER_TLS_CERT_FILE="$WORK/cert.pem" ROUTER_TLS_KEY_FILE="$WORK/key.pem" ROUTER_TLS_ADDR=127.0.0.1:8443)
   [ "$FRONT" = handshakes ] && WRKH=(-H "Connection: close")
 fi
@@ -100,12 +103,21 @@ declare -A RPS P50 P99 CPU
 run_one() { # name url pid
   local name=$1 url=$2 pid=$3 out before after reqs
   before=$(cpu_ticks "$pid")
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${WRKH[@]}" "$url")
-  after=$(cpu_ticks "$pid")
-  reqs=$(echo "$out" | awk '/requests in/{print $1}')
-  RPS[$name]+="$(echo "$out" | awk '/Requests\/sec/{print $2}') "
-  P50[$name]+="$(to_ms "$(echo "$out" | awk '$1=="50%"{print $2}')") "
-  P99[$name]+="$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')") "
+  if [ "${FRONT:-}" = h2 ] && [ "$name" != direct ]; then
+    out=$(h2load -c"$CONNS" -m100 -t"$THREADS" -D"${DURATION%s}" "$url")
+    after=$(cpu_ticks "$pid")
+    reqs=$(echo "$out" | awk '/^requests:/{print $8}')
+    RPS[$name]+="$(echo "$out" | awk '/^finished in/{print $4}') "
+    P50[$name]+="$(to_ms "$(echo "$out" | awk '/^time for request:/{print $6}')") "
+    P99[$name]+="$(to_ms "$(echo "$out" | awk '/^time for request:/{print $5}')") "
+  else
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${WRKH[@]}" "$url")
+    after=$(cpu_ticks "$pid")
+    reqs=$(echo "$out" | awk '/requests in/{print $1}')
+    RPS[$name]+="$(echo "$out" | awk '/Requests\/sec/{print $2}') "
+    P50[$name]+="$(to_ms "$(echo "$out" | awk '$1=="50%"{print $2}')") "
+    P99[$name]+="$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')") "
+  fi
   if [ -n "$pid" ]; then
     CPU[$name]+="$(awk -v t=$((after-before)) -v hz="$TCK" -v n="$reqs" 'BEGIN{printf "%.2f", t/hz/n*1e6}') "
   fi
@@ -141,5 +153,5 @@ if [ -n "${BASELINE:-}" ]; then
     printf "baseline/haproxy: throughput %.2fx, cpu/request %.2fx\n", b/h, bc/hc
     printf "router/baseline:  throughput %.2fx, cpu/request %.2fx\n", r/b, rc/bc }'
 fi
-echo "(wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, $SCHEME regions, $FSCHEME clients${WRKH:+ (Connection: close)}, router GOMAXPROCS=${ROUTER_GOMAXPROCS:-default}, event loop ${ROUTER_EVENT_LOOP:-true}, averages; per-round values below)"
+echo "(${FRONT:+FRONT=$FRONT }wrk/h2load -t$THREADS -c$CONNS -d$DURATION, $ROUNDS interleaved rounds, $SCHEME regions, $FSCHEME clients${WRKH:+ (Connection: close)}, router GOMAXPROCS=${ROUTER_GOMAXPROCS:-default}, event loop ${ROUTER_EVENT_LOOP:-true}, averages; per-round values below)"
 for n in $TARGETS; do echo "$n req/s: ${RPS[$n]}"; echo "$n p99 ms: ${P99[$n]}"; echo "$n cpu us/req: ${CPU[$n]:-}"; done
