@@ -23,6 +23,7 @@ type clientConn struct {
 	net.Conn
 	pre    []byte
 	secure bool // a TLS connection (the HTTPS listener)
+	broken bool // a write failed: the peer gets no more
 
 	writeTimeout, bodyTimeout, slack time.Duration
 	wd, rd                           time.Time // deadlines in force (zero: none)
@@ -60,7 +61,21 @@ func (c *clientConn) count(b []byte) {
 
 func (c *clientConn) Write(b []byte) (int, error) {
 	armDeadline(&c.wd, c.writeTimeout, c.slack, c.Conn.SetWriteDeadline)
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.broken = true
+	}
+	return n, err
+}
+
+// Close closes the connection; over TLS after a failed write it skips the
+// close_notify alert, which would wait (up to 5 s) on a client that does
+// not read.
+func (c *clientConn) Close() error {
+	if tc, ok := c.Conn.(*tls.Conn); ok && c.broken {
+		return tc.NetConn().Close()
+	}
+	return c.Conn.Close()
 }
 
 // armDeadline moves the deadline *d to now+timeout unless it is already

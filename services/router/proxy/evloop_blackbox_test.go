@@ -44,7 +44,13 @@ func bbLoopOn(r *testRouter) bool { return !r.p.opts.DisableEventLoop }
 // bbDial opens a raw connection to the router, with a deadline.
 func bbDial(t *testing.T, r *testRouter) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	var c net.Conn
+	var err error
+	if r.dial != nil {
+		c, err = r.dial()
+	} else {
+		c, err = net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

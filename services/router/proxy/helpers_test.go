@@ -33,6 +33,8 @@ type testRouter struct {
 	m      *metrics.Router
 	reg    *prometheus.Registry
 	p      *Proxy
+	// dial, when set, is how raw clients connect (the HTTPS listener).
+	dial func() (net.Conn, error)
 }
 
 // startRouter runs a proxy over regions (name -> endpoint) with strategy;

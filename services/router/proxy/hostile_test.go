@@ -10,7 +10,9 @@ package proxy
 //   - general: Options.DisableEventLoop, everything on the fasthttp path;
 //   - handoff: the event loop is on but keeps the https regions off it
 //     (Options.loopPlainOnly), so it hands every connection to the general
-//     path.
+//     path;
+//   - https-front (TestHostile only): clients speak HTTP/1.1 over TLS to the
+//     HTTPS listener (front.go).
 //
 // TestHostile holds sections A to F as TestHostile/<mode>/<section>/<case>;
 // G (bursts) and H (10,000 slow clients) are tests of their own, not
@@ -59,6 +61,7 @@ type hsMode struct {
 	general bool // Options.DisableEventLoop
 	tls     bool // https regions
 	handoff bool // Options.loopPlainOnly: the loop hands every connection over
+	front   bool // clients connect to the HTTPS listener
 }
 
 var hsModes = []hsMode{{name: "loop"}, {name: "loop-https", tls: true}, {name: "general", general: true}, {name: "handoff", tls: true, handoff: true}}
@@ -103,7 +106,7 @@ type hsEnv struct {
 func newHsEnv(t *testing.T, m hsMode) *hsEnv {
 	t.Helper()
 	e := &hsEnv{m: m}
-	if m.tls {
+	if m.tls || m.front {
 		cert, caFile := testCA(t)
 		cfg, err := regiontls.Build(config.RegionTLS{CAFile: caFile}, logging.Discard())
 		if err != nil {
@@ -128,7 +131,28 @@ func (e *hsEnv) router(t *testing.T, o Options, regs ...*hsRegion) *testRouter {
 		g.name = "r" + strconv.Itoa(i+1)
 		eps[g.name] = g.url
 	}
-	r := startRouter(t, o, model.StrategyRoundRobin, eps)
+	var setup []func(*Proxy) func()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.m.front {
+		setup = append(setup, func(p *Proxy) func() {
+			p.SetFrontDoor(FrontDoor{TLS: &tls.Config{Certificates: []tls.Certificate{e.cert}}, HTTP2: true})
+			done := make(chan struct{})
+			go func() { defer close(done); _ = p.ServeTLS(ln) }()
+			return func() { <-done }
+		})
+	} else {
+		_ = ln.Close()
+	}
+	r := startRouter(t, o, model.StrategyRoundRobin, eps, setup...)
+	if e.m.front {
+		roots := e.clientTLS.RootCAs
+		r.dial = func() (net.Conn, error) {
+			return tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+		}
+	}
 	if e.m.name == "loop" && !bbLoopOn(r) {
 		t.Log("ROUTER_TEST_EVENT_LOOP=false: the loop mode runs on the general path")
 	}
@@ -451,14 +475,19 @@ func hsUntilClosed(c net.Conn, br *bufio.Reader, d time.Duration) ([]byte, bool)
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	var got bytes.Buffer
 	_, err := got.ReadFrom(br)
-	return got.Bytes(), err == nil || errors.Is(err, syscall.ECONNRESET)
+	// Over TLS a close in the middle of a record reads as an unexpected EOF.
+	return got.Bytes(), err == nil || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // hsCloseKind ends a client connection: "close" (FIN) or "reset" (RST).
 func hsCloseKind(t *testing.T, c net.Conn, kind string) {
 	t.Helper()
 	if kind == "reset" {
-		if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+		raw := c
+		if tc, ok := c.(*tls.Conn); ok {
+			raw = tc.NetConn() // an RST under TLS, with no close_notify
+		}
+		if err := raw.(*net.TCPConn).SetLinger(0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -553,7 +582,7 @@ func TestHostile(t *testing.T) {
 		{"F no invented headers", hsNoInventedHeaders},
 	}
 	modes := &hsGroup{t: t}
-	for _, m := range hsModes {
+	for _, m := range append(hsModes, hsMode{name: "https-front", front: true}) {
 		modes.group(m.name, func(t *testing.T) {
 			secs := &hsGroup{t: t}
 			for _, s := range sections {
@@ -1060,7 +1089,11 @@ func hsForwardingHeaders(g *hsGroup, e *hsEnv) {
 				t.Fatalf("the region received %d complete requests\n%s", len(got), reg.describe())
 			}
 			req := got[0]
-			for _, w := range [][2]string{{"X-Forwarded-For", "127.0.0.1"}, {"X-Forwarded-Proto", "http"}, {"X-Forwarded-Host", "front.example"}} {
+			proto := "http"
+			if e.m.front {
+				proto = "https" // the router's own, for its HTTPS listener
+			}
+			for _, w := range [][2]string{{"X-Forwarded-For", "127.0.0.1"}, {"X-Forwarded-Proto", proto}, {"X-Forwarded-Host", "front.example"}} {
 				if v := req.values(w[0]); len(v) != 1 || v[0] != w[1] {
 					t.Errorf("the region sees %s %q, want exactly [%s]", w[0], v, w[1])
 				}
