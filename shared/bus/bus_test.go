@@ -22,6 +22,7 @@ import (
 	"github.com/mrlb/mrlb/shared/embeddednats"
 	"github.com/mrlb/mrlb/shared/logging"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/poll"
 )
 
 func TestMain(m *testing.M) {
@@ -458,6 +459,31 @@ func TestRequestOnClosedConnection(t *testing.T) {
 	nc.Close()
 	err := bus.Request(ctxT(t, 5*time.Second), nc, subjEcho, struct{}{}, nil)
 	requireModelError(t, err, 503, "unavailable")
+}
+
+// A command sent while NATS is away is refused, and does not run later when
+// NATS is back (a publish while reconnecting would be buffered and sent).
+func TestRequestWhileReconnectingIsNotSentLater(t *testing.T) {
+	s := embeddednats.StartForTest(t)
+	// One connection for both ends: after a reconnect it re-subscribes
+	// before it flushes what it buffered, so a buffered command would reach
+	// the service.
+	nc := connect(t, s)
+	ts := startService(t, nc)
+	addr := s.NATS().Addr().String()
+	s.Shutdown()
+	poll.True(t, 10*time.Second, "the client sees NATS gone", func() bool { return nc.Status() == nats.RECONNECTING })
+	err := bus.Request(ctxT(t, 2*time.Second), nc, subjEcho, model.AddRegionRequest{Region: "late"}, nil)
+	requireModelError(t, err, 503, "unavailable")
+	s2, err := embeddednats.Start(embeddednats.Options{Listen: addr, StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(s2.Shutdown)
+	poll.True(t, 10*time.Second, "the connection back", nc.IsConnected)
+	// A round trip on the same connection: anything buffered was flushed
+	// before it, and the service answers in order.
+	require.NoError(t, bus.Request(ctxT(t, 5*time.Second), nc, subjEcho, model.AddRegionRequest{Region: "now"}, nil))
+	got := <-ts.gotReq
+	assert.Equal(t, "now", got.Region, "the refused command ran after NATS came back")
 }
 
 func TestRequestServedByQueueGroup(t *testing.T) {

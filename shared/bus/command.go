@@ -30,6 +30,11 @@ func Request(ctx context.Context, nc Requester, subject string, in, out any) err
 	if err != nil {
 		return fmt.Errorf("encode %s request: %w", subject, err)
 	}
+	if st, ok := nc.(interface{ Status() nats.Status }); ok && st.Status() != nats.CONNECTED {
+		// While reconnecting, a publish is buffered and sent once NATS is
+		// back: the command would run after the caller was told 503.
+		return model.Unavailable("NATS is not reachable")
+	}
 	reply, err := nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Data: body})
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
