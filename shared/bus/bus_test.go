@@ -82,6 +82,7 @@ func TestEnsureInfraCreatesEverything(t *testing.T) {
 	wantBuckets := map[string]time.Duration{
 		bus.BucketRegions: 0, bus.BucketConfig: 0, bus.BucketHealth: 0, bus.BucketFailover: 0,
 		bus.BucketRouters: in.RouterTTL, bus.BucketMembers: in.MemberTTL, bus.BucketLeases: in.LeaseTTL,
+		bus.BucketCerts: 0,
 	}
 	for b, ttl := range wantBuckets {
 		kv, err := js.KeyValue(ctx, b)
@@ -120,7 +121,7 @@ func TestEnsureInfraCreatesEverything(t *testing.T) {
 	for range js.StreamNames(ctx).Name() {
 		n++
 	}
-	assert.Equal(t, len(wantBuckets)+2, n, "7 bucket streams + 2 streams")
+	assert.Equal(t, len(wantBuckets)+2, n, "8 bucket streams + 2 streams")
 }
 
 func TestEnsureInfraUpdatesLimits(t *testing.T) {

@@ -89,6 +89,7 @@ func (in Infra) KeyValueConfigs() []jetstream.KeyValueConfig {
 		kv(BucketRouters, "router presence", 1, in.RouterTTL),
 		kv(BucketMembers, "healthchecker membership", 1, in.MemberTTL),
 		kv(BucketLeases, "leader leases", 1, in.LeaseTTL),
+		kv(BucketCerts, "ACME account, certificates, keys and locks (routers)", 1, 0),
 	}
 }
 

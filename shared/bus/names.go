@@ -21,6 +21,9 @@ const (
 	BucketMembers = "lb_members"
 	// BucketLeases holds leader leases, key = role (for example "failover").
 	BucketLeases = "lb_leases"
+	// BucketCerts holds what automatic certificates need (certmagic's
+	// storage, services/router/acme): every router replica serves the same.
+	BucketCerts = "lb_certs"
 )
 
 // Keys with a fixed name.
