@@ -126,6 +126,7 @@ type mpStack struct {
 	procs   map[string]*proc
 	order   []string
 	routers map[string]string // name -> base URL
+	states  map[string]string // router name -> its state file
 	api     string
 }
 
@@ -195,7 +196,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 	started := time.Now()
 	bin := binDir(t)
-	s := &mpStack{t: t, procs: map[string]*proc{}, routers: map[string]string{}}
+	s := &mpStack{t: t, procs: map[string]*proc{}, routers: map[string]string{}, states: map[string]string{}}
 	t.Cleanup(func() {
 		for i := len(s.order) - 1; i >= 0; i-- {
 			s.procs[s.order[i]].stop(syscall.SIGKILL)
@@ -235,9 +236,10 @@ func TestMultiProcess(t *testing.T) {
 		name := fmt.Sprintf("router-%d", i)
 		port := freePort(t)
 		s.routers[name] = fmt.Sprintf("http://127.0.0.1:%d", port)
+		s.states[name] = filepath.Join(t.TempDir(), name+".json")
 		s.add(name, filepath.Join(bin, "router"), nil,
 			env(fmt.Sprintf("ROUTER_ID=r-%d", i), fmt.Sprintf("ROUTER_ADDR=127.0.0.1:%d", port),
-				"ROUTER_STATE_FILE="+filepath.Join(t.TempDir(), name+".json"), "ROUTER_PRESENCE_INTERVAL=1s")...)
+				"ROUTER_STATE_FILE="+s.states[name], "ROUTER_PRESENCE_INTERVAL=1s")...)
 	}
 	apiPort := freePort(t)
 	s.api = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
@@ -321,6 +323,22 @@ func TestMultiProcess(t *testing.T) {
 	if err != nil || code != http.StatusServiceUnavailable {
 		t.Errorf("a config change with NATS down: %d %s %v (want 503)", code, b, err)
 	}
+	// The router saves its state 200 ms after a change: a kill sooner would
+	// lose the newest change by design, so wait until it is on disk.
+	poll.Until(t, 10*time.Second, "router-2 saved the failover and sa-east", func() error {
+		b, err := os.ReadFile(s.states["router-2"])
+		var st struct {
+			Regions  map[string]json.RawMessage `json:"regions"`
+			Failover map[string]json.RawMessage `json:"failover"`
+		}
+		if err == nil {
+			err = json.Unmarshal(b, &st)
+		}
+		if err != nil || st.Regions["sa-east"] == nil || st.Failover["us-east"] == nil {
+			return fmt.Errorf("state file regions %d, failovers %d (%v)", len(st.Regions), len(st.Failover), err)
+		}
+		return nil
+	})
 	s.procs["router-2"].stop(syscall.SIGKILL)
 	s.procs["router-2"].start(t)
 	poll.Until(t, 10*time.Second, "router-2 listens again", func() error { _, _, err := hit(s.routers["router-2"] + "/"); return err })
