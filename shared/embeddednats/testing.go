@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // StartForTest starts a server on a random loopback port with its store in
@@ -20,6 +22,23 @@ func StartForTest(t testing.TB) *Server {
 	}
 	t.Cleanup(s.Shutdown)
 	return s
+}
+
+// JetStreamForTest is StartForTest plus a connection and its JetStream
+// context, closed when the test ends.
+func JetStreamForTest(t testing.TB) (*Server, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	s := StartForTest(t)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatalf("connect to embedded NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return s, nc, js
 }
 
 // RestartForTest stops s and starts a new server on the same port and store,

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mrlb/mrlb/shared/bus"
@@ -19,16 +18,7 @@ import (
 
 func certsKV(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	ns := embeddednats.StartForTest(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := embeddednats.JetStreamForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := bus.EnsureInfra(ctx, js, bus.DefaultInfra()); err != nil {
