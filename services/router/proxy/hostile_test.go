@@ -886,13 +886,14 @@ func hsClientTimeouts(g *hsGroup, e *hsEnv) {
 		})
 	}
 	g.run("body trickled faster than the timeout is served", func(t *testing.T) {
-		// 30 bytes, one every 50 ms: 1.5 s in all, more than the head and
-		// the body timeouts, but never more than a tenth of the body
-		// timeout between two reads.
+		// 30 bytes, one every 100 ms: 3 s in all, more than the head and
+		// the body timeouts, but never more than a twentieth of the body
+		// timeout between two reads (a wide margin: the suite runs many
+		// cases at once under -race on two cores).
 		o := hsTimeouts
-		o.ClientBodyTimeout = 500 * time.Millisecond
+		o.ClientBodyTimeout = 2 * time.Second
 		const body = "0123456789abcdefghijklmnopqrst"
-		if o.ClientHeaderTimeout >= 1500*time.Millisecond {
+		if o.ClientHeaderTimeout >= 3*time.Second {
 			t.Fatal("the head timeout must be shorter than the trickle")
 		}
 		r := e.router(t, o, e.region(t, nil))
@@ -901,14 +902,14 @@ func hsClientTimeouts(g *hsGroup, e *hsEnv) {
 		start := time.Now()
 		stop := make(chan struct{})
 		defer close(stop)
-		hsTrickle(c, body, 50*time.Millisecond, stop)
-		resp, got, err := hsRead(c, br, "POST", 5*time.Second)
+		hsTrickle(c, body, 100*time.Millisecond, stop)
+		resp, got, err := hsRead(c, br, "POST", 10*time.Second)
 		if err != nil || resp.StatusCode != 200 || got != "POST /b|"+body {
 			status := 0
 			if resp != nil {
 				status = resp.StatusCode
 			}
-			t.Fatalf("a body sent a byte every 50 ms (body timeout %v, head timeout %v): after %v, status %d %.100q %v; want 200 from the region",
+			t.Fatalf("a body sent a byte every 100 ms (body timeout %v, head timeout %v): after %v, status %d %.100q %v; want 200 from the region",
 				o.ClientBodyTimeout, o.ClientHeaderTimeout, time.Since(start).Round(time.Millisecond), status, got, err)
 		}
 	})
