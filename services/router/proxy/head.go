@@ -284,7 +284,9 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 				return headHandoff
 			}
 		case 7:
-			if eqFold(name, "upgrade") {
+			// Trailer announces fields after a chunked body; on a request the
+			// loop would carry it is unusual, so the general path judges it.
+			if eqFold(name, "upgrade") || eqFold(name, "trailer") {
 				return headHandoff
 			}
 		case 10:
