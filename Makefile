@@ -18,7 +18,7 @@ NATS_SERVER := github.com/nats-io/nats-server/v2
 FUZZ_TARGETS := FuzzParseRequest FuzzParseResponse FuzzChunkScanner
 FUZZ_TIME    ?= 15s
 
-.PHONY: all build run test test-short lint fmt vet check-mods tidy-mods bench clean images test-e2e e2e-clean compose-up compose-down
+.PHONY: all build pebble run test test-short lint fmt vet check-mods tidy-mods bench clean images test-e2e e2e-clean compose-up compose-down
 
 # Small tools in deploy/standalone/cmd: a demo region server, the container
 # healthcheck probe, and an event subscriber (all go into the images too).
@@ -53,8 +53,15 @@ build:
 run: build
 	$(BIN)/standalone
 
+## pebble: Let's Encrypt's ACME test server for the ACME tests, built from
+## deploy/tools (its own module, outside the workspace: its dependencies never
+## touch the versions the services build with)
+pebble:
+	@mkdir -p $(BIN)
+	@echo "build bin/pebble (test tool)"; cd deploy/tools && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/pebble github.com/letsencrypt/pebble/v2/cmd/pebble
+
 ## test: every test of every module, with the race detector
-test: build
+test: build pebble
 	LB_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 15m $(PKGS)
 	# Allocation tests need sync.Pool as it is without the race detector, and
 	# so do the 10,000-connection burst and slow-client tests (too slow with it).

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrlb/mrlb/services/router/acme"
 	"github.com/mrlb/mrlb/services/router/certs"
 	"github.com/mrlb/mrlb/services/router/proxy"
 	"github.com/mrlb/mrlb/shared/bus"
@@ -34,25 +38,46 @@ func (s *Service) setupFrontDoor() error {
 		return nil
 	}
 	s.tlsEvents = make(chan model.Event, 8)
-	store, err := certs.Load(certs.Options{
-		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, Dir: cfg.TLSCertDir, Log: s.log,
-		OnReloadFailed: s.certReloadFailed,
-		OnLoaded:       s.certsLoaded,
-	})
-	if err != nil {
-		return err
+	if cfg.TLSCertFile != "" || cfg.TLSCertDir != "" {
+		store, err := certs.Load(certs.Options{
+			CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, Dir: cfg.TLSCertDir, Log: s.log,
+			OnReloadFailed: func(err error) {
+				s.queueTLSEvent(model.Event{Type: model.EventTLSReloadFailed, At: time.Now().UTC(), RouterID: s.id, Reason: err.Error()})
+			},
+			OnLoaded: func([]certs.Info) { s.certsChanged() },
+		})
+		if err != nil {
+			return err
+		}
+		s.certs = store
 	}
-	s.certs = store
+	if cfg.ACME() {
+		roots, err := cfg.ACMERoots()
+		if err != nil {
+			return err
+		}
+		// The listener addresses are filled in once bound (setupACME).
+		s.acme = acme.New(acme.Options{
+			Domains: cfg.ACMEDomains, Email: cfg.ACMEEmail, CA: cfg.ACMECA, Roots: roots,
+			RenewCheck: cfg.ACMERenewCheck.D(), ID: s.id, Log: s.log,
+			OnEvent:  s.queueTLSEvent,
+			OnChange: s.certsChanged,
+		})
+	}
 	ln, err := net.Listen("tcp", cfg.TLSAddr)
 	if err != nil {
 		return fmt.Errorf("router https listen %s: %w", cfg.TLSAddr, err)
 	}
 	s.tlsLn = ln
 	fd := proxy.FrontDoor{
-		TLS:         &tls.Config{GetCertificate: store.GetCertificate, MinVersion: cfg.TLSMinVersion()},
+		TLS:         &tls.Config{GetCertificate: s.getCertificate, MinVersion: cfg.TLSMinVersion()},
 		HTTP2:       cfg.HTTP2,
 		HSTS:        cfg.HSTS,
 		OnHandshake: func(result string) { s.metrics.TLSHandshakes.WithLabelValues(result).Inc() },
+	}
+	if s.acme != nil {
+		fd.ACMEChallenge = s.acme.ServeHTTPChallenge
+		fd.ALPNChallenge = true
 	}
 	if cfg.HTTPSRedirect {
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -70,15 +95,47 @@ func (s *Service) TLSAddr() string {
 	return s.tlsLn.Addr().String()
 }
 
-// Certificates is what the HTTPS listener serves now (nil when off).
-func (s *Service) Certificates() []certs.Info {
-	if s.certs == nil {
-		return nil
+// setupACME gives the ACME manager the bound listener addresses, where it
+// answers the challenges.
+func (s *Service) setupACME() {
+	if s.acme != nil {
+		s.acme.SetListeners(s.ln.Addr().String(), s.tlsLn.Addr().String())
 	}
-	return s.certs.Certificates()
 }
 
-func (s *Service) certsLoaded(infos []certs.Info) {
+var errNoCertificate = errors.New("router: no certificate for this name yet")
+
+// getCertificate serves ACME's certificates (and TLS-ALPN-01 challenges)
+// for the ACME names, the files' for the rest.
+func (s *Service) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if s.acme != nil {
+		if c, err := s.acme.GetCertificate(hello); c != nil || err != nil {
+			return c, err
+		}
+	}
+	if s.certs != nil {
+		return s.certs.GetCertificate(hello)
+	}
+	return nil, errNoCertificate
+}
+
+// Certificates is what the HTTPS listener serves now (nil when off).
+func (s *Service) Certificates() []certs.Info {
+	var out []certs.Info
+	if s.certs != nil {
+		out = append(out, s.certs.Certificates()...)
+	}
+	if s.acme != nil {
+		out = append(out, s.acme.Certificates()...)
+	}
+	return out
+}
+
+// certsChanged sets the expiry gauge from every certificate served.
+func (s *Service) certsChanged() {
+	infos := s.Certificates()
+	s.certMetricsMu.Lock()
+	defer s.certMetricsMu.Unlock()
 	s.metrics.CertExpiry.Reset()
 	for _, in := range infos {
 		name := "unnamed"
@@ -89,10 +146,10 @@ func (s *Service) certsLoaded(infos []certs.Info) {
 	}
 }
 
-// certReloadFailed queues a tls.reload_failed event; it runs under the
-// certificate store's lock, so it never waits for NATS.
-func (s *Service) certReloadFailed(err error) {
-	ev := model.Event{Type: model.EventTLSReloadFailed, At: time.Now().UTC(), RouterID: s.id, Reason: err.Error()}
+// queueTLSEvent queues an event for lb.events.tls; it runs under the
+// certificate store's lock or in certmagic's goroutines, so it never waits
+// for NATS.
+func (s *Service) queueTLSEvent(ev model.Event) {
 	select {
 	case s.tlsEvents <- ev:
 	default:
@@ -110,13 +167,16 @@ func (s *Service) frontDoor(ctx context.Context) {
 	if s.certs != nil {
 		wg.Go(func() { s.certs.Watch(ctx, certWatchInterval) })
 	}
+	if s.acme != nil {
+		wg.Go(func() { s.runACME(ctx) })
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 			if s.certs == nil {
-				s.log.Info("SIGHUP: nothing to reload (no HTTPS listener)")
+				s.log.Info("SIGHUP: nothing to reload (no certificate files)")
 				continue
 			}
 			if err := s.certs.Reload(); err == nil {
@@ -130,5 +190,21 @@ func (s *Service) frontDoor(ctx context.Context) {
 			}
 			cancel()
 		}
+	}
+}
+
+// runACME waits for the lb_certs bucket (NATS may come later than the
+// router), then manages the certificates until ctx ends.
+func (s *Service) runACME(ctx context.Context) {
+	var kv jetstream.KeyValue
+	if err := bus.Retry(ctx, func(ctx context.Context) error {
+		var err error
+		kv, err = s.js.KeyValue(ctx, bus.BucketCerts)
+		return err
+	}); err != nil {
+		return
+	}
+	if err := s.acme.Run(ctx, kv); err != nil {
+		s.log.Error("acme stopped", "err", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mrlb/mrlb/services/router"
@@ -182,5 +184,86 @@ func TestHTTPSBadFileAtStart(t *testing.T) {
 	var ve *config.VarError
 	if !errors.As(err, &ve) || ve.Var != "ROUTER_TLS_CERT_FILE" {
 		t.Fatalf("New with a garbage certificate: %v, want a config.VarError naming ROUTER_TLS_CERT_FILE", err)
+	}
+}
+
+// ACME beside certificate files, before ACME has a certificate: the files
+// serve every name (the ACME one too) rather than a failed handshake, an
+// HTTP-01 path with no challenge in the bucket is proxied like any request,
+// and an order that cannot reach the CA publishes tls.certificate_failed.
+func TestACMEBesideFilesBeforeItsFirstCertificate(t *testing.T) {
+	pki := testpki.NewCA(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	leaf(t, pki, 7, certFile, keyFile)
+	ca, err := net.Listen("tcp", "127.0.0.1:0") // accepts, then closes: no CA answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close()
+	go func() {
+		for {
+			c, err := ca.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	ns := embeddednats.StartForTest(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync(bus.SubjectEventsTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEnv(t, ns, filepath.Join(t.TempDir(), "state.json"), func(c *router.Config) {
+		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
+		c.TLSAddr = "127.0.0.1:0"
+		c.ACMEDomains = []string{"shop.example.test"}
+		c.ACMECA = "https://" + ca.Addr().String() + "/directory"
+		c.ACMERenewCheck = config.Duration(time.Minute)
+	})
+	g := named("region")
+	defer g.Close()
+	put(t, e.kv(t, bus.BucketRegions), "r1", region("r1", g.URL, 1))
+	poll.True(t, 5*time.Second, "the region in the table", func() bool { return len(e.svc.Table().Snapshot().Candidates) == 1 })
+
+	for _, sni := range []string{"localhost", "shop.example.test", ""} {
+		c, err := tls.Dial("tcp", e.svc.TLSAddr(), &tls.Config{ServerName: sni, InsecureSkipVerify: true}) //nolint:gosec // the serial is what is checked
+		if err != nil {
+			t.Fatalf("SNI %q: %v", sni, err)
+		}
+		if got := c.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); got != 7 {
+			t.Errorf("SNI %q: serial %d, want the file's (7)", sni, got)
+		}
+		_ = c.Close()
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.url+"/.well-known/acme-challenge/unknown-token", nil)
+	req.Host = "shop.example.test"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "region" {
+		t.Fatalf("unknown HTTP-01 token: %d %q, want it proxied to the region", resp.StatusCode, b)
+	}
+
+	msg, err := sub.NextMsg(30 * time.Second)
+	if err != nil {
+		t.Fatalf("no tls.certificate_failed event: %v", err)
+	}
+	var ev model.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Type != model.EventTLSCertificateFailed ||
+		ev.RouterID != "test-router" || len(ev.Names) != 1 || ev.Names[0] != "shop.example.test" || ev.Reason == "" {
+		t.Fatalf("event %s (%v)", msg.Data, err)
+	}
+	if infos := e.svc.Certificates(); len(infos) != 1 || infos[0].Source != "file" {
+		t.Fatalf("certificates %+v: want the file's only", infos)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mrlb/mrlb/services/router/acme"
 	"github.com/mrlb/mrlb/services/router/certs"
 	"github.com/mrlb/mrlb/services/router/metrics"
 	"github.com/mrlb/mrlb/services/router/proxy"
@@ -51,10 +52,13 @@ type Service struct {
 	syncOnce  sync.Once
 
 	// The HTTPS listener (front.go); nil when no certificate source is set.
-	certs     *certs.Store
-	tlsLn     net.Listener
-	tlsEvents chan model.Event
-	hup       chan os.Signal
+	certs *certs.Store
+	acme  *acme.Manager // nil without ACME_DOMAINS
+	tlsLn net.Listener
+
+	certMetricsMu sync.Mutex
+	tlsEvents     chan model.Event
+	hup           chan os.Signal
 }
 
 // New builds the router and binds its listener (so ":0" works in tests). It
@@ -148,6 +152,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, reg p
 		return nil, fmt.Errorf("router listen %s: %w", cfg.Addr, err)
 	}
 	s.ln = ln
+	s.setupACME()
 	return s, nil
 }
 
@@ -191,7 +196,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.tlsLn != nil {
 		tlsErr = make(chan error, 1)
 		go func() { tlsErr <- s.proxy.ServeTLS(s.tlsLn) }()
-		s.log.Info("router listening (https)", "addr", s.TLSAddr(), "http2", s.cfg.HTTP2, "certificates", len(s.certs.Certificates()))
+		s.log.Info("router listening (https)", "addr", s.TLSAddr(), "http2", s.cfg.HTTP2, "certificates", len(s.Certificates()), "acme", s.cfg.ACMEDomains)
 	}
 	s.log.Info("router listening", "addr", s.Addr(), "id", s.id, "state_file", s.statePath)
 
@@ -334,6 +339,9 @@ func (s *Service) presence(ctx context.Context) {
 	for {
 		now := time.Now()
 		info := model.RouterInfo{ID: s.id, Address: s.address(), Started: s.started, Version: version.Version, Regions: map[string]model.RegionStats{}, Certificates: s.Certificates(), UpdatedAt: now.UTC()}
+		if s.acme != nil {
+			s.certsChanged() // a renewal loaded from the bucket announces itself nowhere else
+		}
 		secs := max(now.Sub(prevAt).Seconds(), 1e-3)
 		next := map[string]last{}
 		for _, u := range s.table.Upstreams() {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mrlb/mrlb/shared/config"
 	"github.com/mrlb/mrlb/shared/model"
+	"github.com/mrlb/mrlb/shared/testpki"
 )
 
 func TestMain(m *testing.M) {
@@ -64,6 +65,7 @@ var allVars = []string{
 	"ROUTER_CLIENT_HEADER_TIMEOUT", "ROUTER_CLIENT_BODY_TIMEOUT", "ROUTER_CLIENT_WRITE_TIMEOUT", "ROUTER_CLIENT_IDLE_TIMEOUT",
 	"ROUTER_TLS_ADDR", "ROUTER_TLS_CERT_FILE", "ROUTER_TLS_KEY_FILE", "ROUTER_TLS_CERT_DIR", "ROUTER_TLS_MIN_VERSION",
 	"ROUTER_HTTPS_REDIRECT", "ROUTER_HSTS", "ROUTER_HTTP2",
+	"ACME_DOMAINS", "ACME_EMAIL", "ACME_CA", "ACME_CA_ROOTS", "ACME_RENEW_CHECK_INTERVAL",
 	"STANDALONE_DATA_DIR", "NATS_LISTEN",
 }
 
@@ -331,6 +333,32 @@ func TestLoadGoodValues(t *testing.T) {
 			assert.Equal(t, "/tmp/x.json", c.StateFile)
 			assert.Equal(t, 1, c.MaxIdleConnsPerRegion)
 		}},
+		{"acme off by default", nil, func(t *testing.T, c allConfig) {
+			assert.False(t, c.FrontDoor.ACME())
+			assert.False(t, c.FrontDoor.On())
+			assert.Equal(t, config.LetsEncrypt, c.ACMECA)
+			assert.Equal(t, 10*time.Minute, c.ACMERenewCheck.D())
+			pool, err := c.ACMERoots()
+			assert.NoError(t, err)
+			assert.Nil(t, pool, "no ACME_CA_ROOTS: the system's roots")
+		}},
+		{"acme", map[string]string{"ACME_DOMAINS": "shop.example.com,Api.Example.com.", "ACME_EMAIL": "ops@example.com",
+			"ACME_CA": "https://127.0.0.1:14000/dir", "ACME_CA_ROOTS": string(testpki.NewCA(t).PEM()), "ACME_RENEW_CHECK_INTERVAL": "2s"}, func(t *testing.T, c allConfig) {
+			assert.True(t, c.FrontDoor.ACME())
+			assert.True(t, c.FrontDoor.On(), "ACME alone turns the HTTPS listener on")
+			assert.Equal(t, []string{"shop.example.com", "Api.Example.com."}, c.ACMEDomains)
+			assert.Equal(t, "ops@example.com", c.ACMEEmail)
+			assert.Equal(t, "https://127.0.0.1:14000/dir", c.ACMECA)
+			assert.Equal(t, 2*time.Second, c.ACMERenewCheck.D())
+			pool, err := c.ACMERoots()
+			require.NoError(t, err)
+			assert.NotNil(t, pool, "the PEM itself is accepted")
+		}},
+		{"acme roots from a file", map[string]string{"ACME_DOMAINS": "shop.example.com", "ACME_CA_ROOTS": writeFile(t, t.TempDir(), "roots.pem", string(testpki.NewCA(t).PEM()))}, func(t *testing.T, c allConfig) {
+			pool, err := c.ACMERoots()
+			require.NoError(t, err)
+			assert.NotNil(t, pool)
+		}},
 		{"standalone", map[string]string{"STANDALONE_DATA_DIR": "/var/lib/lb", "NATS_LISTEN": "127.0.0.1:4222"}, func(t *testing.T, c allConfig) {
 			assert.Equal(t, "/var/lib/lb", c.DataDir)
 			assert.Equal(t, "127.0.0.1:4222", c.NATSListen)
@@ -385,6 +413,21 @@ func TestLoadBadValues(t *testing.T) {
 		one("ROUTER_HTTPS_REDIRECT", "maybe"),
 		one("ROUTER_HTTP2", "2"),
 		bad{map[string]string{"ROUTER_TLS_CERT_DIR": dir, "ROUTER_HSTS": "max-age=1\r\nX-Evil: 1"}, "ROUTER_HSTS"},
+	)
+	for _, d := range []string{",", "a.example.com,", "a.example.com, b.example.com", "*.example.com", "127.0.0.1", "::1",
+		"localhost", "a..example.com", "-a.example.com", "a_b.example.com", "a.example.com:443", "a.example.com,A.example.com",
+		"héllo.example.com", strings.Repeat("a", 64) + ".example.com"} {
+		tests = append(tests, one("ACME_DOMAINS", d))
+	}
+	acme := func(k, v string) bad {
+		return bad{map[string]string{"ACME_DOMAINS": "shop.example.com", k: v}, k}
+	}
+	tests = append(tests,
+		acme("ACME_EMAIL", "nobody"), acme("ACME_EMAIL", "@example.com"), acme("ACME_EMAIL", "a@"), acme("ACME_EMAIL", "a b@example.com"),
+		acme("ACME_CA", "http://acme.example.com/directory"), acme("ACME_CA", "acme.example.com"), acme("ACME_CA", ""),
+		acme("ACME_CA_ROOTS", missing), acme("ACME_CA_ROOTS", dir), acme("ACME_CA_ROOTS", cert), // cert holds no PEM
+		acme("ACME_CA_ROOTS", "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"),
+		acme("ACME_RENEW_CHECK_INTERVAL", "0"), acme("ACME_RENEW_CHECK_INTERVAL", "soon"),
 	)
 	for _, k := range durations {
 		for _, v := range []string{"", " ", "abc", "0", "0s", "0.0", "-1", "-0.5", "-1s", "1e-12", "NaN", "Inf", "-Inf", "1e400", "9999999999", "5 s", "5x", "1d", "30,5"} {

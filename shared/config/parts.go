@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -387,11 +388,114 @@ type FrontDoor struct {
 	// HSTS is the Strict-Transport-Security value of HTTPS answers.
 	HSTS  string `envconfig:"ROUTER_HSTS"`
 	HTTP2 bool   `envconfig:"ROUTER_HTTP2" default:"true"`
+
+	// ACMEDomains turns automatic certificates on for these names (and with
+	// them the HTTPS listener).
+	ACMEDomains []string `envconfig:"ACME_DOMAINS"`
+	ACMEEmail   string   `envconfig:"ACME_EMAIL"`
+	// ACMECA is the CA's directory URL.
+	ACMECA string `envconfig:"ACME_CA" default:"https://acme-v02.api.letsencrypt.org/directory"`
+	// ACMECARoots is a PEM file, or the PEM itself, of the roots that sign
+	// the CA's own HTTPS certificate (a private or test CA); empty: the
+	// system's.
+	ACMECARoots string `envconfig:"ACME_CA_ROOTS"`
+	// ACMERenewCheck is how often the certificates are checked for renewal
+	// (a renewal starts once a third of the lifetime is left).
+	ACMERenewCheck Duration `envconfig:"ACME_RENEW_CHECK_INTERVAL" default:"10m"`
 }
+
+// LetsEncrypt is ACME_CA's default: Let's Encrypt's production directory.
+const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
 
 // On reports whether the HTTPS listener runs.
 func (c FrontDoor) On() bool {
-	return c.TLSCertFile != "" || c.TLSKeyFile != "" || c.TLSCertDir != ""
+	return c.TLSCertFile != "" || c.TLSKeyFile != "" || c.TLSCertDir != "" || c.ACME()
+}
+
+// ACME reports whether certificates are obtained automatically.
+func (c FrontDoor) ACME() bool { return len(c.ACMEDomains) > 0 }
+
+// ACMERoots is the pool ACME_CA_ROOTS names: nil (the system's) when unset.
+func (c FrontDoor) ACMERoots() (*x509.CertPool, error) {
+	if c.ACMECARoots == "" {
+		return nil, nil
+	}
+	data := []byte(c.ACMECARoots)
+	if !strings.HasPrefix(strings.TrimSpace(c.ACMECARoots), "-----BEGIN") {
+		if err := readable("ACME_CA_ROOTS", c.ACMECARoots); err != nil {
+			return nil, err
+		}
+		var err error
+		if data, err = os.ReadFile(c.ACMECARoots); err != nil {
+			return nil, &VarError{Var: "ACME_CA_ROOTS", Err: err}
+		}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, &VarError{Var: "ACME_CA_ROOTS", Err: errors.New("no PEM certificate in it")}
+	}
+	return pool, nil
+}
+
+// validateACME checks the ACME_* variables when ACME is on.
+func (c FrontDoor) validateACME() error {
+	if !c.ACME() {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, d := range c.ACMEDomains {
+		if err := acmeName(d); err != nil {
+			return &VarError{Var: "ACME_DOMAINS", Err: fmt.Errorf("%q: %w", d, err)}
+		}
+		if seen[strings.ToLower(d)] {
+			return &VarError{Var: "ACME_DOMAINS", Err: fmt.Errorf("%q: listed twice", d)}
+		}
+		seen[strings.ToLower(d)] = true
+	}
+	if c.ACMEEmail != "" {
+		if at := strings.IndexByte(c.ACMEEmail, '@'); at < 1 || at == len(c.ACMEEmail)-1 || strings.ContainsAny(c.ACMEEmail, " \t\r\n<>,") {
+			return &VarError{Var: "ACME_EMAIL", Err: fmt.Errorf("%q: not an e-mail address", c.ACMEEmail)}
+		}
+	}
+	u, err := url.Parse(c.ACMECA)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return &VarError{Var: "ACME_CA", Err: fmt.Errorf("%q: must be the https:// URL of an ACME directory", c.ACMECA)}
+	}
+	if _, err := c.ACMERoots(); err != nil {
+		return err
+	}
+	return positive("ACME_RENEW_CHECK_INTERVAL", c.ACMERenewCheck)
+}
+
+// acmeName accepts a DNS name that HTTP-01 and TLS-ALPN-01 can prove: no
+// wildcard (those need DNS-01), no IP address, no port.
+func acmeName(d string) error {
+	switch {
+	case d == "":
+		return errors.New("empty name in list (write a.example.com,b.example.com without spaces)")
+	case strings.HasPrefix(d, "*."):
+		return errors.New("wildcards need the DNS-01 challenge, which the router does not do")
+	case net.ParseIP(d) != nil:
+		return errors.New("an IP address, not a DNS name")
+	case len(d) > 253:
+		return errors.New("longer than 253 characters")
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(d, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %q is not a DNS label", label)
+		}
+		for i := 0; i < len(label); i++ {
+			ch := label[i]
+			letter := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z'
+			if !letter && (ch < '0' || ch > '9') && ch != '-' {
+				return fmt.Errorf("label %q: only letters, digits and '-' (use the A-label, xn--, of an IDN)", label)
+			}
+		}
+	}
+	if !strings.Contains(strings.TrimSuffix(d, "."), ".") {
+		return errors.New("not a fully qualified name (a public CA signs none without a dot)")
+	}
+	return nil
 }
 
 // Validate implements Validator. The files themselves are read (and judged)
@@ -410,7 +514,10 @@ func (c FrontDoor) Validate() error {
 		return &VarError{Var: "ROUTER_TLS_MIN_VERSION", Err: fmt.Errorf("%q: must be 1.2 or 1.3", c.MinVersion)}
 	}
 	if c.HTTPSRedirect && !c.On() {
-		return &VarError{Var: "ROUTER_HTTPS_REDIRECT", Err: errors.New("needs the HTTPS listener (ROUTER_TLS_CERT_FILE or ROUTER_TLS_CERT_DIR)")}
+		return &VarError{Var: "ROUTER_HTTPS_REDIRECT", Err: errors.New("needs the HTTPS listener (ROUTER_TLS_CERT_FILE, ROUTER_TLS_CERT_DIR or ACME_DOMAINS)")}
+	}
+	if err := c.validateACME(); err != nil {
+		return err
 	}
 	for _, r := range c.HSTS {
 		if r < 0x20 || r > 0x7e {

@@ -20,6 +20,12 @@ const (
 	// EventTLSReloadFailed: a router kept its old certificates because the
 	// new files are bad (Reason says why).
 	EventTLSReloadFailed = "tls.reload_failed"
+	// EventTLSCertificateIssued: a router obtained or renewed a certificate
+	// by ACME (Names; Reason is "new" or "renewal").
+	EventTLSCertificateIssued = "tls.certificate_issued"
+	// EventTLSCertificateFailed: an ACME order failed (Names, Reason); it is
+	// retried with backoff.
+	EventTLSCertificateFailed = "tls.certificate_failed"
 )
 
 // Event is the one JSON shape of every event on lb.events.>; fields that do
@@ -38,6 +44,8 @@ type Event struct {
 
 	// outlier.ejected / outlier.returned / tls.*
 	RouterID string `json:"router_id,omitempty"`
+	// tls.certificate_*: the certificate's names.
+	Names []string `json:"names,omitempty"`
 
 	// failover.started / failover.ended
 	FromRegion string `json:"from_region,omitempty"`

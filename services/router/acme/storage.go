@@ -30,7 +30,7 @@ const (
 // DefaultLockTTL is how long a lock outlives its holder's last renewal; the
 // holder renews every third of it. A holder that dies (a killed replica)
 // leaves a lock that another takes over once it is that old.
-const DefaultLockTTL = 60 * time.Second
+const DefaultLockTTL = 15 * time.Second
 
 // Storage implements certmagic.Storage on a KV bucket.
 type Storage struct {

@@ -179,6 +179,14 @@ func (l *clientListener) firstHead(c net.Conn) {
 	raw, secure := c, false // raw is the key in l.reading
 	if l.tls != nil {
 		tc := l.handshake(c, o.ClientHeaderTimeout)
+		if tc != nil && tc.ConnectionState().NegotiatedProtocol == acmeTLSProto {
+			// A TLS-ALPN-01 validation: the handshake was the whole answer.
+			l.mu.Lock()
+			delete(l.reading, c)
+			l.mu.Unlock()
+			_ = tc.Close()
+			return
+		}
 		if tc != nil && tc.ConnectionState().NegotiatedProtocol == "h2" {
 			l.mu.Lock()
 			delete(l.reading, c)

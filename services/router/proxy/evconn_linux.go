@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -222,6 +223,10 @@ func (c *evClient) serve() {
 			default:
 				c.refuse(c.req.bad, bodyBadRequest)
 			}
+			return
+		}
+		if f := c.l.p.front; f != nil && f.cfg.ACMEChallenge != nil && bytes.HasPrefix(c.req.uri.of(b), acmeChallengePrefix) {
+			c.handoff() // the general path answers ACME HTTP-01 challenges
 			return
 		}
 		cl := max(c.req.contentLength, 0)

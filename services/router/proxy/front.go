@@ -42,7 +42,18 @@ type FrontDoor struct {
 	RedirectPort int
 	// OnHandshake counts handshakes by result ("ok", "error", "timeout").
 	OnHandshake func(result string)
+	// ACMEChallenge, when set, may answer a request for
+	// /.well-known/acme-challenge/ on either listener (true when it did);
+	// such requests then leave the event loop for the general path.
+	ACMEChallenge func(ctx *fasthttp.RequestCtx) bool
+	// ALPNChallenge offers acme-tls/1 by ALPN for TLS-ALPN-01 validations;
+	// TLS.GetCertificate serves their certificate, and the connection is
+	// closed after the handshake.
+	ALPNChallenge bool
 }
+
+// acmeTLSProto is the ALPN protocol of TLS-ALPN-01 (RFC 8737).
+const acmeTLSProto = "acme-tls/1"
 
 // h2MaxStreams bounds the streams one HTTP/2 connection may have open; it
 // is also what bounds the handlers a rapid-reset client can keep busy.
@@ -124,6 +135,9 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 	cfg.NextProtos = []string{"http/1.1"}
 	if f.h2 != nil {
 		cfg.NextProtos = []string{"h2", "http/1.1"}
+	}
+	if f.cfg.ALPNChallenge {
+		cfg.NextProtos = append(cfg.NextProtos, acmeTLSProto)
 	}
 	p.evMu.Lock()
 	stopped := p.stopped

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"golang.org/x/net/websocket"
@@ -33,6 +34,7 @@ import (
 type frontEnv struct {
 	r          *testRouter
 	httpsAddr  string
+	cert       tls.Certificate // signed for localhost by roots
 	roots      *x509.CertPool
 	handshakes sync.Map // result -> *atomic.Int64
 }
@@ -52,9 +54,11 @@ func startFront(t *testing.T, o Options, fd FrontDoor, regions map[string]string
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &frontEnv{roots: x509.NewCertPool()}
+	f := &frontEnv{roots: x509.NewCertPool(), cert: cert}
 	f.roots.AppendCertsFromPEM(pem)
-	fd.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if fd.TLS == nil {
+		fd.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	fd.OnHandshake = func(result string) {
 		v, _ := f.handshakes.LoadOrStore(result, new(atomic.Int64))
 		v.(*atomic.Int64).Add(1)
@@ -225,6 +229,81 @@ func TestFrontDoorRedirect(t *testing.T) {
 	resp, _ = reader{t}.all(f.client(false).Get(f.url("/x")))
 	if resp.StatusCode != 200 {
 		t.Fatalf("https: %d", resp.StatusCode)
+	}
+}
+
+// ACME: HTTP-01 requests are answered by the hook on both listeners (the
+// event loop hands them to the general path, and the connection stays
+// usable), unknown tokens are proxied, and a TLS-ALPN-01 validation
+// (acme-tls/1 alone) gets its handshake and then the connection is closed.
+func TestFrontDoorACMEChallenges(t *testing.T) {
+	t.Parallel()
+	g := echoRegion(t)
+	var asked atomic.Int64
+	var hellos sync.Map                        // SNI -> offered protocols, as GetCertificate saw them
+	var served atomic.Pointer[tls.Certificate] // startFront's, set before any handshake
+	fd := FrontDoor{
+		TLS: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			hellos.Store(h.ServerName, strings.Join(h.SupportedProtos, ","))
+			return served.Load(), nil
+		}},
+		ALPNChallenge: true,
+		HTTP2:         true,
+		ACMEChallenge: func(ctx *fasthttp.RequestCtx) bool {
+			asked.Add(1)
+			if string(ctx.Path()) != "/.well-known/acme-challenge/known" {
+				return false
+			}
+			ctx.SetContentType("text/plain")
+			ctx.SetBodyString("known.thumbprint")
+			return true
+		},
+	}
+	f := startFront(t, Options{}, fd, map[string]string{"r1": g.URL})
+	served.Store(&f.cert)
+	c, br := bbDial(t, f.r)
+	for i := range 2 {
+		bbWrite(t, c, "GET /.well-known/acme-challenge/known HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+		resp, body := bbRead(t, br, "GET")
+		if resp.StatusCode != 200 || body != "known.thumbprint" {
+			t.Fatalf("challenge %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	bbWrite(t, c, "GET /.well-known/acme-challenge/other HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+	if resp, body := bbRead(t, br, "GET"); resp.StatusCode != 200 || !strings.HasPrefix(body, "GET /.well-known/acme-challenge/other") {
+		t.Fatalf("unknown token: %d %q, want it proxied", resp.StatusCode, body)
+	}
+	bbWrite(t, c, "GET /plain HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+	if resp, body := bbRead(t, br, "GET"); resp.StatusCode != 200 || !strings.HasPrefix(body, "GET /plain") {
+		t.Fatalf("plain request after the challenges: %d %q", resp.StatusCode, body)
+	}
+	if n := asked.Load(); n != 3 {
+		t.Errorf("the hook saw %d requests, want the 3 challenge paths only", n)
+	}
+	if _, body := (reader{t}).all(f.client(false).Get(f.url("/.well-known/acme-challenge/known"))); body != "known.thumbprint" {
+		t.Fatalf("challenge over HTTPS: %q", body)
+	}
+
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", f.httpsAddr,
+		&tls.Config{ServerName: "alpn.example", RootCAs: f.roots, InsecureSkipVerify: true, NextProtos: []string{"acme-tls/1"}}) //nolint:gosec // the test CA did not sign for alpn.example
+	if err != nil {
+		t.Fatalf("TLS-ALPN-01 handshake: %v", err)
+	}
+	defer tc.Close()
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "acme-tls/1" {
+		t.Fatalf("negotiated %q, want acme-tls/1", p)
+	}
+	if v, _ := hellos.Load("alpn.example"); v != "acme-tls/1" {
+		t.Errorf("GetCertificate saw protocols %q, want acme-tls/1 alone", v)
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := tc.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("after an acme-tls/1 handshake: read %d, %v; want the connection closed (EOF)", n, err)
+	}
+	// Ordinary clients still get h2 or http/1.1, never acme-tls/1.
+	resp, _ := reader{t}.all(f.client(true).Get(f.url("/x")))
+	if resp.ProtoMajor != 2 {
+		t.Errorf("h2 client got HTTP/%d", resp.ProtoMajor)
 	}
 }
 

@@ -320,6 +320,9 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if f := p.front; f != nil {
+		if f.cfg.ACMEChallenge != nil && bytes.HasPrefix(ctx.Request.Header.RequestURI(), acmeChallengePrefix) && f.cfg.ACMEChallenge(ctx) {
+			return
+		}
 		secure := connIsTLS(ctx)
 		if !secure && f.cfg.RedirectPort != 0 && p.redirect(ctx) {
 			return
