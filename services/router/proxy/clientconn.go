@@ -178,7 +178,7 @@ func (l *clientListener) firstHead(c net.Conn) {
 	o := &l.p.opts
 	raw, secure := c, false // raw is the key in l.reading
 	if l.tls != nil {
-		tc := l.handshake(c, o.ClientHeaderTimeout)
+		tc, wire := l.handshake(c, o.ClientHeaderTimeout)
 		if tc != nil && tc.ConnectionState().NegotiatedProtocol == acmeTLSProto {
 			// A TLS-ALPN-01 validation: the handshake was the whole answer.
 			l.mu.Lock()
@@ -197,6 +197,12 @@ func (l *clientListener) firstHead(c net.Conn) {
 			return
 		}
 		if tc == nil {
+			l.mu.Lock()
+			delete(l.reading, c)
+			l.mu.Unlock()
+			return
+		}
+		if l.p.adoptTLS(c, tc, wire) {
 			l.mu.Lock()
 			delete(l.reading, c)
 			l.mu.Unlock()

@@ -56,6 +56,13 @@ type evClient struct {
 	statusRetried bool
 	stale         int
 	start         time.Time
+
+	// An HTTPS client (the HTTPS listener's connections that chose
+	// HTTP/1.1): the loop drives its tls.Conn through wire (evtls_linux.go);
+	// tlsMore: its last read filled buf and TLS may hold more.
+	tls     *tls.Conn
+	wire    *tlsWire
+	tlsMore bool
 }
 
 type cState uint8
@@ -144,7 +151,13 @@ func (c *evClient) readable(ev uint32) {
 		c.setEvents(c.events &^ unix.EPOLLIN)
 		return
 	}
-	n, e := rawRead(c.fd, c.buf[c.n:])
+	var n int
+	var e unix.Errno
+	if c.tls != nil {
+		n, e = c.tlsRead(c.buf[c.n:])
+	} else {
+		n, e = rawRead(c.fd, c.buf[c.n:])
+	}
 	switch {
 	case e == unix.EAGAIN || e == unix.EINTR:
 		if c.state == cIdle && c.off == c.n {
@@ -225,8 +238,9 @@ func (c *evClient) serve() {
 			}
 			return
 		}
-		if f := c.l.p.front; f != nil && f.cfg.ACMEChallenge != nil && bytes.HasPrefix(c.req.uri.of(b), acmeChallengePrefix) {
-			c.handoff() // the general path answers ACME HTTP-01 challenges
+		if f := c.l.p.front; f != nil && ((c.tls == nil && f.cfg.RedirectPort != 0) ||
+			(f.cfg.ACMEChallenge != nil && bytes.HasPrefix(c.req.uri.of(b), acmeChallengePrefix))) {
+			c.handoff() // the general path redirects to HTTPS and answers ACME HTTP-01 challenges
 			return
 		}
 		cl := max(c.req.contentLength, 0)
@@ -329,7 +343,11 @@ func (c *evClient) sendQueued(fromQueue bool) {
 	}
 	u.c, c.u = c, u
 	b := c.buf[c.off:]
-	w := appendRequest(l.scratch[:0], b, &c.req, up.Host, up.PathPrefix, c.ip)
+	proto := "http"
+	if c.tls != nil {
+		proto = "https"
+	}
+	w := appendRequest(l.scratch[:0], b, &c.req, up.Host, up.PathPrefix, c.ip, proto)
 	w = append(w, b[c.req.end:c.reqLen]...)
 	l.scratch = w[:0]
 	u.headerDeadline = l.now + int64(l.p.opts.ResponseHeaderTimeout)
@@ -384,12 +402,29 @@ func (c *evClient) refuse(status int, body []byte) {
 
 func (c *evClient) answerError(status int, body []byte) {
 	w := appendError(c.l.scratch[:0], status, c.up.Name, body, c.closeAfter, c.req.head)
+	if h := c.hsts(); len(h) > 0 {
+		// After the status line, as the general path sets it on every
+		// answer it routes.
+		i := bytes.Index(w, crlf) + len(crlf)
+		w = append(w[:i:i], append(appendHeader(nil, headerSTS, h), w[i:]...)...)
+	}
 	c.l.scratch = w[:0]
 	c.write(w)
 	if c.fd >= 0 {
 		c.answered()
 	}
 }
+
+// hsts is the Strict-Transport-Security value of c's answers: set for an
+// HTTPS client when ROUTER_HSTS is.
+func (c *evClient) hsts() []byte {
+	if c.tls != nil && c.l.p.front != nil {
+		return c.l.p.front.hsts
+	}
+	return nil
+}
+
+var crlf = []byte("\r\n")
 
 // onHead handles the region's response head once it is buffered.
 func (c *evClient) onHead(u *evUpstream) {
@@ -463,7 +498,7 @@ func (c *evClient) onHead(u *evUpstream) {
 	if c.l.e.closing.Load() {
 		c.closeAfter = true
 	}
-	w := appendResponse(c.l.scratch[:0], u.buf, r, up.Name, c.closeAfter)
+	w := appendResponse(c.l.scratch[:0], u.buf, r, up.Name, c.closeAfter, c.hsts())
 	w = append(w, body[:take]...)
 	c.l.scratch = w[:0]
 	if take < len(body) {
@@ -497,6 +532,13 @@ func (c *evClient) relayBody(u *evUpstream) {
 // write sends b to the client; what the socket does not take waits in
 // c.out, and the region is not read until it is gone.
 func (c *evClient) write(b []byte) {
+	if c.tls != nil {
+		var err error
+		if b, err = c.seal(b); err != nil {
+			c.abort()
+			return
+		}
+	}
 	if len(c.out) > 0 {
 		c.out = append(c.out, b...)
 		return
@@ -589,6 +631,10 @@ func (c *evClient) finish() {
 		return
 	}
 	c.setEvents(unix.EPOLLIN)
+	if c.tlsMore {
+		// TLS may hold the next requests' bytes: no socket event says so.
+		c.l.moreClients = append(c.l.moreClients, c)
+	}
 	if !c.serving {
 		c.serve()
 	}
@@ -615,6 +661,10 @@ func (c *evClient) abort() {
 	c.releaseBuf()
 	c.out = nil
 	c.state = cClosed
+	if c.wire != nil {
+		c.releaseWire()
+		c.tls, c.wire = nil, nil
+	}
 }
 
 type uState uint8

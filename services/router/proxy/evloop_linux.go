@@ -72,6 +72,8 @@ type evEngine struct {
 	dialCtx    context.Context
 	dialCancel context.CancelFunc
 	dialWG     sync.WaitGroup
+	// tlsAdopted counts the HTTPS clients given to the loops.
+	tlsAdopted atomic.Int64
 }
 
 // evHandler is a registered descriptor: a client or a region connection.
@@ -110,8 +112,11 @@ type evLoop struct {
 
 	snap  *table.Snapshot // the last snapshot fast found servable
 	ready []*evPool       // pools that freed a connection with requests waiting
-	// more are https connections to read again (tlsRead).
-	more, moreSpare []*evUpstream
+	// more are https connections to read again (tlsRead), moreClients
+	// HTTPS clients; sealed is the buffer answers to them are sealed in.
+	more, moreSpare         []*evUpstream
+	moreClients, moreSpareC []*evClient
+	sealed                  []byte
 
 	now      int64 // monotonic ns since e.base, updated per wake-up
 	lastScan int64
@@ -245,13 +250,18 @@ func (l *evLoop) adopt(n evNew) {
 		_ = unix.Close(n.fd)
 		return
 	}
-	c := &evClient{l: l, fd: n.fd, g: l.nextGen(), ip: n.ip, events: unix.EPOLLIN}
+	c := &evClient{l: l, fd: n.fd, g: l.nextGen(), ip: n.ip, events: unix.EPOLLIN, tls: n.tc, wire: n.wire}
 	if err := l.register(c, n.fd, unix.EPOLLIN); err != nil {
 		_ = unix.Close(n.fd)
 		return
 	}
 	l.clients++
 	c.headDeadline()
+	if c.tls != nil {
+		// The handshake may have read the first request's records too:
+		// they are in the tls.Conn, and no socket event will tell.
+		c.readable(unix.EPOLLIN)
+	}
 }
 
 // give hands an accepted connection to l from another loop.
@@ -262,10 +272,13 @@ func (l *evLoop) give(n evNew) {
 	l.wake()
 }
 
-// evNew is an accepted connection on its way to its loop.
+// evNew is an accepted connection on its way to its loop (with its TLS
+// state when it came through the HTTPS listener).
 type evNew struct {
-	fd int
-	ip []byte
+	fd   int
+	ip   []byte
+	tc   *tls.Conn
+	wire *tlsWire
 }
 
 func (l *evLoop) listen() error {
@@ -373,7 +386,7 @@ func (l *evLoop) run() {
 	defer release()
 	for !l.done {
 		wait := int(evTick / time.Millisecond)
-		if len(l.more) > 0 {
+		if len(l.more) > 0 || len(l.moreClients) > 0 {
 			wait = 0
 		}
 		n, err := unix.EpollWait(l.epfd, l.events, wait)
@@ -403,6 +416,9 @@ func (l *evLoop) run() {
 		}
 		if len(l.more) > 0 {
 			l.readMore()
+		}
+		if len(l.moreClients) > 0 {
+			l.readMoreClients()
 		}
 		if len(l.held) > 0 {
 			l.passHeld()
@@ -704,7 +720,11 @@ func (c *evClient) handoff() {
 		return
 	}
 	l.p.m.Handoffs.Inc()
-	l.held = append(l.held, newClientConn(nc, pre, &l.p.opts, false))
+	secure := c.tls != nil
+	if secure {
+		nc = c.handoffTLS(nc)
+	}
+	l.held = append(l.held, newClientConn(nc, pre, &l.p.opts, secure))
 	l.passHeld()
 }
 

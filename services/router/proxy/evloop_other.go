@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 )
 
@@ -16,3 +17,5 @@ func (p *Proxy) startEventLoop(net.Listener) (*evEngine, bool, error) { return n
 func (e *evEngine) accept() error { return nil }
 
 func (e *evEngine) stop(context.Context) {}
+
+func (p *Proxy) adoptTLS(net.Conn, *tls.Conn, *tlsWire) bool { return false }

@@ -27,81 +27,6 @@ import (
 // a loop that never blocks feed it. Requests on a kept-alive connection cost
 // the same reads and writes as plain http, plus the record crypto.
 
-// errWouldBlock is tlsWire's "no ciphertext yet": temporary, so crypto/tls
-// keeps what it has and returns it.
-var errWouldBlock error = wouldBlock{}
-
-type wouldBlock struct{}
-
-func (wouldBlock) Error() string   { return "no data yet" }
-func (wouldBlock) Timeout() bool   { return false }
-func (wouldBlock) Temporary() bool { return true }
-
-// tlsWire is a tls.Conn's transport: the dialled connection during the
-// handshake, the loop's buffers after it.
-type tlsWire struct {
-	net.Conn // closed once the loop has the socket; kept for its addresses
-	loop     bool
-	in       []byte // ciphertext read from the socket: in[r:w] is unread
-	r, w     int
-	eof      bool
-	out      []byte // ciphertext for the socket
-}
-
-func (t *tlsWire) Read(b []byte) (int, error) {
-	if !t.loop {
-		return t.Conn.Read(b)
-	}
-	if t.r == t.w {
-		if t.eof {
-			return 0, io.EOF
-		}
-		return 0, errWouldBlock
-	}
-	n := copy(b, t.in[t.r:t.w])
-	t.r += n
-	if t.r == t.w {
-		t.r, t.w = 0, 0
-	}
-	return n, nil
-}
-
-func (t *tlsWire) Write(b []byte) (int, error) {
-	if !t.loop {
-		return t.Conn.Write(b)
-	}
-	t.out = append(t.out, b...)
-	return len(b), nil
-}
-
-func (t *tlsWire) Close() error {
-	if !t.loop {
-		return t.Conn.Close()
-	}
-	return nil // the loop closes the socket
-}
-
-func (t *tlsWire) SetDeadline(d time.Time) error {
-	if !t.loop {
-		return t.Conn.SetDeadline(d)
-	}
-	return nil // the loop's own deadlines apply
-}
-
-func (t *tlsWire) SetReadDeadline(d time.Time) error {
-	if !t.loop {
-		return t.Conn.SetReadDeadline(d)
-	}
-	return nil
-}
-
-func (t *tlsWire) SetWriteDeadline(d time.Time) error {
-	if !t.loop {
-		return t.Conn.SetWriteDeadline(d)
-	}
-	return nil
-}
-
 // tlsDial is a finished dial on its way to the loop that asked for it.
 type tlsDial struct {
 	u        *evUpstream
@@ -252,31 +177,46 @@ func (l *evLoop) tlsDialed(r tlsDial) {
 // fills up TLS may hold more, which no socket event will announce; u.more
 // puts u on the loop's list to be read again.
 func (u *evUpstream) tlsRead(b []byte) (int, unix.Errno) {
-	w := u.wire
+	n, e, broken, full := u.l.tlsFill(u.fd, u.tls, u.wire, b)
+	if len(u.wire.out) > 0 {
+		u.queueWire() // TLS answered something (a key update)
+	}
+	if broken {
+		u.broken = true
+	}
+	u.more = full
+	if full {
+		u.l.more = append(u.l.more, u)
+	}
+	return n, e
+}
+
+// tlsFill reads plaintext from tc into b for a connection the loop drives
+// (a region's or a client's), reading its socket fd at most once. broken:
+// data came with an error (a close_notify after it, say), which comes again
+// on the next read, so the connection must not be kept; full: b filled up
+// and TLS may hold more. What TLS wrote meanwhile is left in w.out.
+func (l *evLoop) tlsFill(fd int, tc *tls.Conn, w *tlsWire, b []byte) (n int, e unix.Errno, broken, full bool) {
 	total, fetched := 0, false
-	u.more = false
 	for total < len(b) {
-		n, err := u.tls.Read(b[total:])
+		n, err := tc.Read(b[total:])
 		total += n
-		if len(w.out) > 0 {
-			u.queueWire() // TLS answered something (a key update)
-		}
 		switch {
 		case err == nil:
 			continue
 		case errors.Is(err, errWouldBlock):
 			if fetched || total > 0 {
 				if total == 0 {
-					return 0, unix.EAGAIN
+					return 0, unix.EAGAIN, false, false
 				}
-				return total, 0
+				return total, 0, false, false
 			}
 			if w.in == nil {
-				w.in = u.l.getBuf()
+				w.in = l.getBuf()
 			}
-			m, e := rawRead(u.fd, w.in[w.w:])
+			m, e := rawRead(fd, w.in[w.w:])
 			if e != 0 {
-				return 0, e
+				return 0, e, false, false
 			}
 			if m == 0 {
 				w.eof = true
@@ -284,19 +224,14 @@ func (u *evUpstream) tlsRead(b []byte) (int, unix.Errno) {
 			w.w += m
 			fetched = true
 		case total > 0:
-			// The error (a close_notify after the data, say) comes again on
-			// the next read; the connection is not kept meanwhile.
-			u.broken = true
-			return total, 0
+			return total, 0, true, false
 		case errors.Is(err, io.EOF):
-			return 0, 0 // close_notify, or a close between records
+			return 0, 0, false, false // close_notify, or a close between records
 		default:
-			return 0, unix.EPROTO // a broken record or an alert
+			return 0, unix.EPROTO, false, false // a broken record or an alert
 		}
 	}
-	u.more = true
-	u.l.more = append(u.l.more, u)
-	return total, 0
+	return total, 0, false, true
 }
 
 // seal encrypts w into u.wire.out, which send empties once it has written
@@ -367,4 +302,125 @@ func (l *evLoop) readMore() {
 	}
 	clear(list)
 	l.moreSpare = list[:0]
+}
+
+// HTTPS clients on the event loop. The HTTPS listener's goroutine shakes
+// hands (clientListener.handshake, through a tlsWire that passes to the
+// socket); a connection that chose HTTP/1.1 is then given to a loop
+// (adoptTLS), which drives its tls.Conn as it drives an https region's:
+// ciphertext read into the wire, plaintext out of tls.Conn.Read into the
+// client's buffer, answers sealed into records and written as plain answers
+// are. A connection the loop hands off goes to the fasthttp path with its
+// tls.Conn, the wire then passing to the socket again.
+
+// adoptTLS gives a handshaken connection to an event loop; false when no
+// loop runs (the caller serves it on the general path). raw is closed: the
+// loop keeps a duplicate of its descriptor.
+func (p *Proxy) adoptTLS(raw net.Conn, tc *tls.Conn, wire *tlsWire) bool {
+	p.evMu.Lock()
+	e := p.ev
+	p.evMu.Unlock()
+	tcp, ok := raw.(*net.TCPConn)
+	if e == nil || !ok || e.closing.Load() {
+		return false
+	}
+	fd, err := dupSocket(tcp)
+	if err != nil {
+		return false
+	}
+	ip := []byte("unknown")
+	if a, ok := raw.RemoteAddr().(*net.TCPAddr); ok {
+		ip = a.AddrPort().Addr().Unmap().AppendTo(nil)
+	}
+	_ = raw.Close() // leaves Go's poller; the duplicate keeps the socket open
+	wire.loop = true
+	l := e.loops[int(e.next.Add(1))%len(e.loops)]
+	e.fdsMu.Lock()
+	defer e.fdsMu.Unlock()
+	if e.fdsClosed {
+		_ = unix.Close(fd)
+		return true
+	}
+	e.tlsAdopted.Add(1)
+	l.give(evNew{fd: fd, ip: ip, tc: tc, wire: wire})
+	return true
+}
+
+// tlsRead reads plaintext into b (see tlsFill).
+func (c *evClient) tlsRead(b []byte) (int, unix.Errno) {
+	w := c.wire
+	n, e, broken, full := c.l.tlsFill(c.fd, c.tls, w, b)
+	if len(w.out) > 0 {
+		// TLS answered something (a key update): it goes out before any
+		// answer sealed later.
+		c.out = append(c.out, w.out...)
+		w.out = w.out[:0]
+		c.writeDeadline = c.l.now + int64(c.l.p.opts.ClientWriteTimeout)
+		c.setEvents(c.events | unix.EPOLLOUT)
+	}
+	if broken {
+		c.closeAfter = true
+	}
+	c.tlsMore = full
+	if full && c.state == cIdle {
+		c.l.moreClients = append(c.l.moreClients, c)
+	}
+	if w.r == w.w && w.in != nil {
+		c.l.putBuf(w.in) // an idle client holds no read buffer
+		w.in = nil
+	}
+	return n, e
+}
+
+// seal encrypts b into records, in the loop's buffer: write sends them or
+// keeps what the socket does not take.
+func (c *evClient) seal(b []byte) ([]byte, error) {
+	w := c.wire
+	w.out = c.l.sealed[:0]
+	_, err := c.tls.Write(b)
+	out := w.out
+	c.l.sealed, w.out = out[:0], nil
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return out, nil
+}
+
+// releaseWire returns the read buffer of a closed client.
+func (c *evClient) releaseWire() {
+	if w := c.wire; w.in != nil {
+		c.l.putBuf(w.in)
+		w.in = nil
+	}
+}
+
+// readMoreClients reads again the HTTPS clients whose TLS may still hold
+// requests.
+func (l *evLoop) readMoreClients() {
+	list := l.moreClients
+	l.moreClients = l.moreSpareC[:0]
+	for _, c := range list {
+		if c.tlsMore && c.fd >= 0 && c.state == cIdle {
+			c.readable(unix.EPOLLIN)
+		}
+	}
+	clear(list)
+	l.moreSpareC = list[:0]
+}
+
+// handoffTLS makes c's connection a blocking one again for the fasthttp
+// path: the wire passes to nc, after the ciphertext the loop read and did
+// not use; records not yet written go first.
+func (c *evClient) handoffTLS(nc net.Conn) net.Conn {
+	w := c.wire
+	w.Conn, w.loop = nc, false
+	if len(c.out) > 0 {
+		_ = nc.SetWriteDeadline(time.Now().Add(c.l.p.opts.ClientWriteTimeout))
+		_, _ = nc.Write(c.out)
+		_ = nc.SetWriteDeadline(time.Time{})
+		c.out = nil
+	}
+	tc := c.tls
+	c.tls, c.wire = nil, nil
+	return tc
 }

@@ -316,3 +316,83 @@ func TestEventLoopHTTPSShutdownDuringHandshake(t *testing.T) {
 		t.Fatalf("the waiting client got %q, want a 5xx or a close", b)
 	}
 }
+
+// HTTPS clients on the event loop: a kept-alive connection is adopted by a
+// loop after its handshake; pipelined requests beyond the read buffer (TLS
+// holds the rest, which no socket event announces) are all answered in
+// order; HSTS and X-Forwarded-Proto https are set; a chunked upload is
+// handed to the fasthttp path with what the loop had read, on the same
+// connection, which goes on working there. With the loop off the same
+// traffic is served and nothing is adopted.
+func TestEventLoopServesHTTPSClients(t *testing.T) {
+	t.Parallel()
+	g := echoRegion(t)
+	f := startFront(t, Options{}, FrontDoor{HSTS: "max-age=60"}, map[string]string{"r1": g.URL})
+	loop := bbLoopOn(f.r)
+	engine := func() *evEngine {
+		f.r.p.evMu.Lock()
+		defer f.r.p.evMu.Unlock()
+		return f.r.p.ev
+	}
+	if loop {
+		poll.True(t, 5*time.Second, "the event loop started", func() bool { return engine() != nil })
+	}
+	c, err := tls.Dial("tcp", f.httpsAddr, &tls.Config{RootCAs: f.roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	get := func(path string) {
+		t.Helper()
+		resp, body := bbRead(t, br, "GET")
+		if resp.StatusCode != 200 || !strings.HasPrefix(body, "GET "+path+" xfp=https ") || resp.Header.Get("Strict-Transport-Security") != "max-age=60" {
+			t.Fatalf("%s: %d %q HSTS %q", path, resp.StatusCode, body, resp.Header.Get("Strict-Transport-Security"))
+		}
+	}
+	bbWrite(t, c, "GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	get("/first")
+	var got int64
+	if e := engine(); e != nil {
+		got = e.tlsAdopted.Load()
+	}
+	if (got > 0) != loop {
+		t.Fatalf("adopted %d HTTPS clients with the event loop on=%v", got, loop)
+	}
+
+	// 600 pipelined requests, about 30 KiB: more than a loop's 16 KiB
+	// buffer, sent in one go.
+	var burst strings.Builder
+	for i := range 600 {
+		fmt.Fprintf(&burst, "GET /p/%03d HTTP/1.1\r\nHost: localhost\r\nX-Pad: %s\r\n\r\n", i, strings.Repeat("x", 8))
+	}
+	bbWrite(t, c, burst.String())
+	for i := range 600 {
+		get(fmt.Sprintf("/p/%03d", i))
+	}
+
+	// A chunked upload goes to the fasthttp path mid-connection.
+	bbWrite(t, c, "POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	resp, body := bbRead(t, br, "POST")
+	if want := fmt.Sprintf("POST /up xfp=https len=5 sha=%x", sha256.Sum256([]byte("hello"))); resp.StatusCode != 200 || body != want {
+		t.Fatalf("chunked upload: %d %q, want %q", resp.StatusCode, body, want)
+	}
+	get("/after")
+	bbWrite(t, c, "GET /last HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	get("/last")
+
+	// The router's own error answers carry HSTS too.
+	dead := startFront(t, Options{}, FrontDoor{HSTS: "max-age=60"}, map[string]string{"dead": "http://127.0.0.1:1"})
+	if loop {
+		poll.True(t, 5*time.Second, "the event loop started", func() bool {
+			dead.r.p.evMu.Lock()
+			defer dead.r.p.evMu.Unlock()
+			return dead.r.p.ev != nil
+		})
+	}
+	resp, _ = reader{t}.all(dead.client(false).Get(dead.url("/x")))
+	if resp.StatusCode < 500 || resp.Header.Get("Strict-Transport-Security") != "max-age=60" || resp.Header.Get("X-LB-Region") != "dead" {
+		t.Fatalf("dead region over HTTPS: %d HSTS %q region %q", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"), resp.Header.Get("X-LB-Region"))
+	}
+}

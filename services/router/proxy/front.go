@@ -119,9 +119,6 @@ func (p *Proxy) SetFrontDoor(fd FrontDoor) {
 		}()
 	}
 	p.front = f
-	if fd.RedirectPort != 0 {
-		p.opts.DisableEventLoop = true // every plain request is answered by the redirect
-	}
 }
 
 // ServeTLS serves HTTPS on ln (a TCP listener) until Shutdown.
@@ -158,9 +155,11 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 }
 
 // handshake runs c's TLS handshake within timeout; nil when it failed (c is
-// closed then).
-func (l *clientListener) handshake(c net.Conn, timeout time.Duration) *tls.Conn {
-	tc := tls.Server(c, l.tls)
+// closed then). The tls.Conn's transport is a tlsWire passing to c, so that
+// an event loop can take the connection over (adoptTLS).
+func (l *clientListener) handshake(c net.Conn, timeout time.Duration) (*tls.Conn, *tlsWire) {
+	wire := &tlsWire{Conn: c}
+	tc := tls.Server(wire, l.tls)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -177,9 +176,9 @@ func (l *clientListener) handshake(c net.Conn, timeout time.Duration) *tls.Conn 
 	}
 	if err != nil {
 		_ = c.Close()
-		return nil
+		return nil, nil
 	}
-	return tc
+	return tc, wire
 }
 
 // startH2 passes a connection that chose h2 to the HTTP/2 server; false

@@ -334,8 +334,9 @@ func parseRequest(b []byte, r *reqHead) headStatus {
 // appendRequest writes the request as it goes to up: the endpoint's path
 // prefix, Host = the region's host, hop-by-hop and client-sent forwarding
 // headers dropped, the client's forwarding headers replaced by the
-// router's X-Forwarded-*; the body follows unchanged.
-func appendRequest(dst, b []byte, r *reqHead, host, prefix string, client []byte) []byte {
+// router's X-Forwarded-* (proto: "http" or "https"); the body follows
+// unchanged.
+func appendRequest(dst, b []byte, r *reqHead, host, prefix string, client []byte, proto string) []byte {
 	dst = append(dst, r.method.of(b)...)
 	dst = append(dst, ' ')
 	dst = append(dst, prefix...)
@@ -355,9 +356,12 @@ func appendRequest(dst, b []byte, r *reqHead, host, prefix string, client []byte
 	dst = append(dst, client...)
 	dst = append(dst, "\r\nX-Forwarded-Host: "...)
 	dst = append(dst, r.host.of(b)...)
-	dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n\r\n"...)
-	return dst
+	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
+	dst = append(dst, proto...)
+	return append(dst, "\r\n\r\n"...)
 }
+
+var headerSTS = []byte("Strict-Transport-Security")
 
 func appendHeader(dst, name, value []byte) []byte {
 	dst = append(dst, name...)
@@ -503,8 +507,10 @@ func (r *respHead) reusable() bool {
 
 // appendResponse writes the region's response head as the client gets it:
 // hop-by-hop headers dropped (Transfer-Encoding kept, the body is relayed
-// in the region's framing), X-LB-Region set, Connection: close if asked.
-func appendResponse(dst, b []byte, r *respHead, region string, closeConn bool) []byte {
+// in the region's framing), X-LB-Region set, Connection: close if asked,
+// and hsts, when set, as the Strict-Transport-Security value (the region's
+// own dropped).
+func appendResponse(dst, b []byte, r *respHead, region string, closeConn bool, hsts []byte) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = append(dst, r.reason.of(b)...)
 	dst = append(dst, "\r\n"...)
@@ -516,10 +522,14 @@ func appendResponse(dst, b []byte, r *respHead, region string, closeConn bool) [
 				continue
 			}
 		}
-		if (r.te && eqFold(name, "content-length")) || eqFold(name, "x-lb-region") || r.named(b, name) {
+		if (r.te && eqFold(name, "content-length")) || eqFold(name, "x-lb-region") || r.named(b, name) ||
+			(len(hsts) > 0 && eqFold(name, "strict-transport-security")) {
 			continue
 		}
 		dst = appendHeader(dst, name, h.value.of(b))
+	}
+	if len(hsts) > 0 {
+		dst = appendHeader(dst, headerSTS, hsts)
 	}
 	dst = append(dst, "X-LB-Region: "...)
 	dst = append(dst, region...)

@@ -405,7 +405,7 @@ func fzCheckRewrittenRequest(t *testing.T, b []byte, r *reqHead, prefix string, 
 	t.Helper()
 	cl := int(max(r.contentLength, 0))
 	body := b[r.end : r.end+cl]
-	out := appendRequest(nil, b, r, fzRegionHost, prefix, []byte(fzClientIP))
+	out := appendRequest(nil, b, r, fzRegionHost, prefix, []byte(fzClientIP), "http")
 	out = append(out, body...)
 	rd := bytes.NewReader(out)
 	br := bufio.NewReaderSize(rd, len(out)+16)
@@ -837,7 +837,7 @@ func fzCheckRewrittenResponse(t *testing.T, in []byte, r *respHead, isHead, clos
 	head := in[:r.end]
 	fr := fzRouterFraming(r, isHead)
 	cc := closeConn || fr.kind == "close" // evClient.onHead closes after a close-delimited body
-	out := appendResponse(nil, in, r, fzRegionName, cc)
+	out := appendResponse(nil, in, r, fzRegionName, cc, nil)
 	fail := func(format string, args ...any) {
 		t.Helper()
 		t.Fatalf("HEAD=%v close=%v: "+format+"\nsent %s\nhead %s", append(append([]any{isHead, cc}, args...), fzQ(out), fzQ(head))...)

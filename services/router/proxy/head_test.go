@@ -79,7 +79,7 @@ func TestAppendRequestRewrites(t *testing.T) {
 	if !r.close || r.idempotent || r.contentLength != 3 || r.end != len(in)-3 {
 		t.Fatalf("parsed %+v", r)
 	}
-	got := string(appendRequest(nil, in, &r, "region:8080", "/base", []byte("127.0.0.1")))
+	got := string(appendRequest(nil, in, &r, "region:8080", "/base", []byte("127.0.0.1"), "http"))
 	want := "POST /base/p?q=1 HTTP/1.1\r\nHost: region:8080\r\nX-Keep: v\r\nContent-Length: 3\r\n" +
 		"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Host: front\r\nX-Forwarded-Proto: http\r\n\r\n"
 	if got != want {
@@ -140,7 +140,7 @@ func TestAppendResponseRewrites(t *testing.T) {
 	if st := parseResponse(in, &r); st != headOK {
 		t.Fatalf("status %d", st)
 	}
-	got := string(appendResponse(nil, in, &r, "eu", true))
+	got := string(appendResponse(nil, in, &r, "eu", true, nil))
 	want := "HTTP/1.1 200 OK\r\nx-custom-lower: v\r\nTransfer-Encoding: chunked\r\nX-LB-Region: eu\r\nConnection: close\r\n\r\n"
 	if got != want {
 		t.Fatalf("got\n%q\nwant\n%q", got, want)
@@ -155,7 +155,7 @@ func TestAppendResponseKeepsFraming(t *testing.T) {
 	if st := parseResponse(in, &r); st != headOK {
 		t.Fatalf("status %d", st)
 	}
-	got := string(appendResponse(nil, in, &r, "eu", false))
+	got := string(appendResponse(nil, in, &r, "eu", false, nil))
 	want := "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-LB-Region: eu\r\n\r\n"
 	if got != want {
 		t.Fatalf("got %q, want %q", got, want)
