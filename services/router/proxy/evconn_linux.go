@@ -160,6 +160,11 @@ func (c *evClient) readable(ev uint32) {
 	}
 	switch {
 	case e == unix.EAGAIN || e == unix.EINTR:
+		if c.tls != nil && c.state == cIdle {
+			// Bytes of a record came (or a record without data): the
+			// head's timer runs from the first byte, as on plain http.
+			c.headDeadline()
+		}
 		if c.state == cIdle && c.off == c.n {
 			c.releaseBuf()
 		}

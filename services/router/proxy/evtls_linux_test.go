@@ -396,3 +396,40 @@ func TestEventLoopServesHTTPSClients(t *testing.T) {
 		t.Fatalf("dead region over HTTPS: %d HSTS %q region %q", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"), resp.Header.Get("X-LB-Region"))
 	}
 }
+
+// An idle HTTPS client that sends part of a record and stalls is cut: on
+// the loop by the header timeout, as a plain client trickling a head is; on
+// the general path (loop off), where no plaintext means no head yet, by the
+// idle timeout.
+func TestEventLoopHTTPSPartialRecordTimesOut(t *testing.T) {
+	t.Parallel()
+	g := echoRegion(t)
+	f := startFront(t, Options{ClientHeaderTimeout: 500 * time.Millisecond, ClientIdleTimeout: 4 * time.Second}, FrontDoor{}, map[string]string{"r1": g.URL})
+	bound := 2500 * time.Millisecond
+	if !bbLoopOn(f.r) {
+		bound = 8 * time.Second
+	}
+	raw, err := net.Dial("tcp", f.httpsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := tls.Client(raw, &tls.Config{RootCAs: f.roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	// One request first: the connection is then idle, its head timer off.
+	bbWrite(t, c, "GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	if resp, _ := bbRead(t, bufio.NewReader(c), "GET"); resp.StatusCode != 200 {
+		t.Fatalf("GET: %d", resp.StatusCode)
+	}
+	if _, err := raw.Write([]byte{0x17, 0x03, 0x03}); err != nil { // a record header, cut short
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = raw.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = io.Copy(io.Discard, raw)
+	if waited := time.Since(start); err != nil || waited > bound {
+		t.Fatalf("closed after %s (%v); want within %s", waited, err, bound)
+	}
+}
