@@ -101,6 +101,7 @@ func normal(name string) string {
 func (m *Manager) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	o := m.opts
 	storage := NewStorage(kv, o.ID, o.LockTTL)
+	storage.log = o.Log.With("component", "acme")
 	defer storage.Close()
 	zl := zapLogger(o.Log.With("component", "acme"))
 	var magic *certmagic.Config

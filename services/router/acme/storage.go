@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +30,8 @@ const (
 
 // DefaultLockTTL is how long a lock outlives its holder's last renewal; the
 // holder renews every third of it. A holder that dies (a killed replica)
-// leaves a lock that another takes over once it is that old.
+// leaves a lock that another takes over once it has seen it unchanged that
+// long.
 const DefaultLockTTL = 15 * time.Second
 
 // Storage implements certmagic.Storage on a KV bucket.
@@ -39,9 +41,21 @@ type Storage struct {
 	ttl time.Duration
 	now func() time.Time
 
+	log *slog.Logger
+
 	mu   sync.Mutex
 	held map[string]*heldLock
+	// seen is when this replica first saw each lock at its revision, on its
+	// own monotonic clock: a lock is taken over once its revision has not
+	// moved for the TTL, so clocks that disagree between replicas never let
+	// a live holder's lock go.
+	seen map[string]seenLock
 	wg   sync.WaitGroup // renewers
+}
+
+type seenLock struct {
+	rev uint64
+	at  time.Time
 }
 
 type heldLock struct {
@@ -50,7 +64,8 @@ type heldLock struct {
 	rev    uint64
 }
 
-// lockDoc is a lock's value: who holds it and until when (renewed).
+// lockDoc is a lock's value: who holds it and, for people reading the
+// bucket, until when by the holder's clock (takeover goes by revisions).
 type lockDoc struct {
 	Holder  string    `json:"holder"`
 	Expires time.Time `json:"expires"`
@@ -64,7 +79,7 @@ func NewStorage(kv jetstream.KeyValue, id string, ttl time.Duration) *Storage {
 	if ttl <= 0 {
 		ttl = DefaultLockTTL
 	}
-	return &Storage{kv: kv, id: id, ttl: ttl, now: time.Now, held: map[string]*heldLock{}}
+	return &Storage{kv: kv, id: id, ttl: ttl, now: time.Now, log: slog.Default(), held: map[string]*heldLock{}, seen: map[string]seenLock{}}
 }
 
 // encodeKey turns a certmagic key ("a/b/c.crt") into KV key tokens.
@@ -271,16 +286,32 @@ func (s *Storage) tryLock(ctx context.Context, key string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("lock %s: %w", key, err)
 	}
-	var cur lockDoc
-	if json.Unmarshal(e.Value(), &cur) == nil && s.now().Before(cur.Expires) {
+	// The holder rewrites the lock every TTL/3: a revision unchanged for
+	// the TTL, by this replica's clock, is a dead holder's.
+	now := s.now()
+	s.mu.Lock()
+	sl, ok := s.seen[key]
+	if !ok || sl.rev != e.Revision() {
+		s.seen[key] = seenLock{rev: e.Revision(), at: now}
+		s.mu.Unlock()
 		return 0, nil
 	}
-	// Expired (or unreadable): take it over on exactly this revision, so
-	// that two waiters cannot both win.
+	s.mu.Unlock()
+	if now.Sub(sl.at) < s.ttl {
+		return 0, nil
+	}
+	// Take it over on exactly this revision, so that two waiters cannot
+	// both win.
 	rev, err = s.kv.Update(ctx, key, doc, e.Revision())
 	if err != nil {
 		return 0, nil // another took it first
 	}
+	s.mu.Lock()
+	delete(s.seen, key)
+	s.mu.Unlock()
+	var dead lockDoc
+	_ = json.Unmarshal(e.Value(), &dead)
+	s.log.Warn("acme: took over a lock its holder stopped renewing", "lock", key, "holder", dead.Holder, "stale_for", now.Sub(sl.at).Round(time.Millisecond))
 	return rev, nil
 }
 
@@ -307,8 +338,14 @@ func (s *Storage) hold(name, key string, rev uint64) {
 			}
 			h.mu.Lock()
 			rctx, rcancel := context.WithTimeout(ctx, s.ttl/3)
-			if rev, err := s.kv.Update(rctx, key, s.doc(), h.rev); err == nil {
+			rev, err := s.kv.Update(rctx, key, s.doc(), h.rev)
+			switch {
+			case err == nil:
 				h.rev = rev
+			case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound):
+				// Another replica took the lock over (this one stalled
+				// past the TTL): its order may overlap with ours.
+				s.log.Warn("acme: lost a lock while holding it", "lock", name, "err", err)
 			}
 			rcancel()
 			h.mu.Unlock()
@@ -329,7 +366,20 @@ func (s *Storage) Unlock(ctx context.Context, name string) error {
 	h.mu.Lock()
 	rev := h.rev
 	h.mu.Unlock()
-	err := s.kv.Delete(ctx, lockPrefix+encodeKey(name), jetstream.LastRevision(rev))
+	key := lockPrefix + encodeKey(name)
+	err := s.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		// A renewal cancelled by this Unlock may still have been applied,
+		// leaving rev behind: delete the lock if it is still ours.
+		if e, gerr := s.kv.Get(ctx, key); gerr == nil {
+			var cur lockDoc
+			if json.Unmarshal(e.Value(), &cur) == nil && cur.Holder == s.id {
+				err = s.kv.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
+			}
+		} else if errors.Is(gerr, jetstream.ErrKeyNotFound) {
+			err = nil
+		}
+	}
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("unlock %s: %w", name, err)
 	}

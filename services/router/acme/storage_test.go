@@ -157,3 +157,43 @@ func TestStorageLock(t *testing.T) {
 		t.Fatalf("Lock with an expiring context: %v", err)
 	}
 }
+
+// Replicas' clocks need not agree: a waiter whose clock is an hour ahead
+// (the live holder's expiry time long past by it) still waits while the
+// holder renews, and takes over only once the lock stops changing.
+func TestStorageLockIgnoresClockSkew(t *testing.T) {
+	kv := certsKV(t)
+	ttl := 600 * time.Millisecond
+	a, b := NewStorage(kv, "router-a", ttl), NewStorage(kv, "router-b", ttl)
+	defer b.Close()
+	b.now = func() time.Time { return time.Now().Add(time.Hour) }
+	ctx := context.Background()
+	if err := a.Lock(ctx, "issue_cert_skew.example"); err != nil {
+		t.Fatal(err)
+	}
+	var bHolds atomic.Bool
+	done := make(chan error, 1)
+	go func() {
+		err := b.Lock(ctx, "issue_cert_skew.example")
+		bHolds.Store(err == nil)
+		done <- err
+	}()
+	hold := time.Now()
+	poll.True(t, 10*time.Second, "three TTLs pass with a renewing", func() bool { return time.Since(hold) > 3*ttl })
+	if bHolds.Load() {
+		t.Fatal("a waiter with a skewed clock took a live lock")
+	}
+	a.Close() // a dies: its renewals stop
+	died := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b never took over the dead holder's lock")
+	}
+	if waited := time.Since(died); waited < ttl/2 {
+		t.Fatalf("took over %v after the holder died (TTL %v)", waited, ttl)
+	}
+}

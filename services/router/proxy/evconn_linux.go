@@ -63,6 +63,7 @@ type evClient struct {
 	tls     *tls.Conn
 	wire    *tlsWire
 	tlsMore bool
+	tlsEOF  bool // the last read's data came with a close_notify
 }
 
 type cState uint8
@@ -170,6 +171,9 @@ func (c *evClient) readable(ev uint32) {
 		}
 		return
 	case e != 0 || n == 0:
+		if e == unix.EPROTO && len(c.out) > 0 {
+			_, _ = rawWrite(c.fd, c.out) // the alert TLS wrote says why, if the socket takes it
+		}
 		if c.state == cIdle || e != 0 {
 			c.abort()
 			return
@@ -181,6 +185,11 @@ func (c *evClient) readable(ev uint32) {
 		return
 	}
 	c.n += n
+	if c.tlsEOF {
+		// Requests then close_notify: answer those complete, then close.
+		c.eof = true
+		c.setEvents(c.events &^ unix.EPOLLIN)
+	}
 	if c.state == cIdle {
 		c.serve()
 	}

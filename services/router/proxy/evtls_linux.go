@@ -351,22 +351,27 @@ func (c *evClient) tlsRead(b []byte) (int, unix.Errno) {
 	w := c.wire
 	n, e, broken, full := c.l.tlsFill(c.fd, c.tls, w, b)
 	if len(w.out) > 0 {
-		// TLS answered something (a key update): it goes out before any
-		// answer sealed later.
+		// TLS answered something (a key update, an alert): it goes out
+		// before any answer sealed later. The write timer starts only if
+		// nothing was waiting: records the client provokes never move it.
+		if len(c.out) == 0 {
+			c.writeDeadline = c.l.now + int64(c.l.p.opts.ClientWriteTimeout)
+		}
 		c.out = append(c.out, w.out...)
 		w.out = w.out[:0]
-		c.writeDeadline = c.l.now + int64(c.l.p.opts.ClientWriteTimeout)
 		c.setEvents(c.events | unix.EPOLLOUT)
 	}
-	if broken {
-		c.closeAfter = true
-	}
+	// Data then the client's close_notify: a half-close (readable answers
+	// what is complete, then closes).
+	c.tlsEOF = broken
 	c.tlsMore = full
 	if full && c.state == cIdle {
 		c.l.moreClients = append(c.l.moreClients, c)
 	}
 	if w.r == w.w && w.in != nil {
-		c.l.putBuf(w.in) // an idle client holds no read buffer
+		// The loop's buffer goes back (tls.Conn keeps its own record
+		// buffer, a few KiB to 17 KiB per connection).
+		c.l.putBuf(w.in)
 		w.in = nil
 	}
 	return n, e
@@ -410,14 +415,13 @@ func (l *evLoop) readMoreClients() {
 
 // handoffTLS makes c's connection a blocking one again for the fasthttp
 // path: the wire passes to nc, after the ciphertext the loop read and did
-// not use; records not yet written go first.
+// not use; records not yet written go out before the next ones, from the
+// fasthttp path's goroutine (the loop never blocks on a write).
 func (c *evClient) handoffTLS(nc net.Conn) net.Conn {
 	w := c.wire
 	w.Conn, w.loop = nc, false
 	if len(c.out) > 0 {
-		_ = nc.SetWriteDeadline(time.Now().Add(c.l.p.opts.ClientWriteTimeout))
-		_, _ = nc.Write(c.out)
-		_ = nc.SetWriteDeadline(time.Time{})
+		w.pending = append([]byte(nil), c.out...)
 		c.out = nil
 	}
 	tc := c.tls

@@ -433,3 +433,108 @@ func TestEventLoopHTTPSPartialRecordTimesOut(t *testing.T) {
 		t.Fatalf("closed after %s (%v); want within %s", waited, err, bound)
 	}
 }
+
+// flightConn holds a tls.Conn's records while batch is set, so that several
+// (a request and a close_notify) reach the router in one TCP write.
+type flightConn struct {
+	net.Conn
+	buf   bytes.Buffer
+	batch bool
+}
+
+func (f *flightConn) Write(p []byte) (int, error) {
+	if f.batch {
+		return f.buf.Write(p)
+	}
+	return f.Conn.Write(p)
+}
+
+func (f *flightConn) send(t *testing.T) {
+	t.Helper()
+	f.batch = false
+	_ = f.Conn.SetWriteDeadline(time.Time{}) // CloseWrite set one
+	if _, err := f.Conn.Write(f.buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	f.buf.Reset()
+}
+
+// A client's close_notify after its requests is a half-close: every
+// complete request is answered (one in flight, one pipelined behind it),
+// then the connection closes, at once, not at the idle timeout.
+func TestHTTPSCloseNotifyAfterRequests(t *testing.T) {
+	t.Parallel()
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	g := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	}))
+	defer g.Close()
+	f := startFront(t, Options{ClientIdleTimeout: 30 * time.Second}, FrontDoor{}, map[string]string{"r1": g.URL})
+	if bbLoopOn(f.r) {
+		poll.True(t, 5*time.Second, "the event loop started", func() bool {
+			f.r.p.evMu.Lock()
+			defer f.r.p.evMu.Unlock()
+			return f.r.p.ev != nil
+		})
+	}
+	dial := func() (*tls.Conn, *flightConn, *bufio.Reader) {
+		t.Helper()
+		raw, err := net.Dial("tcp", f.httpsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc := &flightConn{Conn: raw}
+		c := tls.Client(fc, &tls.Config{RootCAs: f.roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(c)
+		bbWrite(t, c, "GET /warm HTTP/1.1\r\nHost: localhost\r\n\r\n")
+		if _, body := bbRead(t, br, "GET"); body != "/warm" {
+			t.Fatalf("warm-up: %q", body)
+		}
+		return c, fc, br
+	}
+	closedWithin := func(br *bufio.Reader, d time.Duration) {
+		t.Helper()
+		start := time.Now()
+		_, err := br.ReadByte()
+		if err == nil || time.Since(start) > d {
+			t.Fatalf("after the answers: %v after %s; want the connection closed within %s", err, time.Since(start), d)
+		}
+	}
+
+	// A request and close_notify in one flight.
+	c, fc, br := dial()
+	fc.batch = true
+	bbWrite(t, c, "GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	_ = c.CloseWrite()
+	fc.send(t)
+	if resp, body := bbRead(t, br, "GET"); resp.StatusCode != 200 || body != "/one" {
+		t.Fatalf("request before close_notify: %d %q", resp.StatusCode, body)
+	}
+	closedWithin(br, 5*time.Second)
+
+	// One request in flight, a second one and close_notify behind it.
+	c, fc, br = dial()
+	bbWrite(t, c, "GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the region")
+	}
+	fc.batch = true
+	bbWrite(t, c, "GET /second HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	_ = c.CloseWrite()
+	fc.send(t)
+	close(release)
+	for _, want := range []string{"/slow", "/second"} {
+		if resp, body := bbRead(t, br, "GET"); resp.StatusCode != 200 || body != want {
+			t.Fatalf("pipelined before close_notify: %d %q, want %q", resp.StatusCode, body, want)
+		}
+	}
+	closedWithin(br, 5*time.Second)
+}

@@ -25,6 +25,9 @@ type tlsWire struct {
 	r, w     int
 	eof      bool
 	out      []byte // ciphertext for the socket
+	// pending is ciphertext the loop had not written when it handed the
+	// connection off; it goes before the next write.
+	pending []byte
 }
 
 func (t *tlsWire) Read(b []byte) (int, error) {
@@ -47,6 +50,12 @@ func (t *tlsWire) Read(b []byte) (int, error) {
 
 func (t *tlsWire) Write(b []byte) (int, error) {
 	if !t.loop {
+		if len(t.pending) > 0 {
+			if _, err := t.Conn.Write(t.pending); err != nil {
+				return 0, err
+			}
+			t.pending = nil
+		}
 		return t.Conn.Write(b)
 	}
 	t.out = append(t.out, b...)
