@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
-
-	"github.com/mrlb/mrlb/shared/poll"
 )
 
 // tls13Records writes TLS 1.3 records with a client's application traffic
@@ -97,13 +95,7 @@ func TestHTTPSKeyUpdatesDoNotDefeatWriteTimeout(t *testing.T) {
 	g := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(big) }))
 	t.Cleanup(g.Close)
 	f := startFront(t, Options{ClientWriteTimeout: time.Second}, FrontDoor{}, map[string]string{"r1": g.URL})
-	if bbLoopOn(f.r) {
-		poll.True(t, 5*time.Second, "the event loop started", func() bool {
-			f.r.p.evMu.Lock()
-			defer f.r.p.evMu.Unlock()
-			return f.r.p.ev != nil
-		})
-	}
+	f.r.awaitLoop(t)
 	raw, err := net.Dial("tcp", f.httpsAddr)
 	if err != nil {
 		t.Fatal(err)

@@ -317,6 +317,23 @@ func TestEventLoopHTTPSShutdownDuringHandshake(t *testing.T) {
 	}
 }
 
+// engine is r's event loop engine (nil until Serve started it, or when off).
+func (r *testRouter) engine() *evEngine {
+	r.p.evMu.Lock()
+	defer r.p.evMu.Unlock()
+	return r.p.ev
+}
+
+// awaitLoop waits until r's event loop runs, when it is on: HTTPS
+// connections that finish their handshake before it are served by the
+// general path.
+func (r *testRouter) awaitLoop(t *testing.T) {
+	t.Helper()
+	if bbLoopOn(r) {
+		poll.True(t, 5*time.Second, "the event loop started", func() bool { return r.engine() != nil })
+	}
+}
+
 // HTTPS clients on the event loop: a kept-alive connection is adopted by a
 // loop after its handshake; pipelined requests beyond the read buffer (TLS
 // holds the rest, which no socket event announces) are all answered in
@@ -329,14 +346,7 @@ func TestEventLoopServesHTTPSClients(t *testing.T) {
 	g := echoRegion(t)
 	f := startFront(t, Options{}, FrontDoor{HSTS: "max-age=60"}, map[string]string{"r1": g.URL})
 	loop := bbLoopOn(f.r)
-	engine := func() *evEngine {
-		f.r.p.evMu.Lock()
-		defer f.r.p.evMu.Unlock()
-		return f.r.p.ev
-	}
-	if loop {
-		poll.True(t, 5*time.Second, "the event loop started", func() bool { return engine() != nil })
-	}
+	f.r.awaitLoop(t)
 	c, err := tls.Dial("tcp", f.httpsAddr, &tls.Config{RootCAs: f.roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +364,7 @@ func TestEventLoopServesHTTPSClients(t *testing.T) {
 	bbWrite(t, c, "GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	get("/first")
 	var got int64
-	if e := engine(); e != nil {
+	if e := f.r.engine(); e != nil {
 		got = e.tlsAdopted.Load()
 	}
 	if (got > 0) != loop {
@@ -384,13 +394,7 @@ func TestEventLoopServesHTTPSClients(t *testing.T) {
 
 	// The router's own error answers carry HSTS too.
 	dead := startFront(t, Options{}, FrontDoor{HSTS: "max-age=60"}, map[string]string{"dead": "http://127.0.0.1:1"})
-	if loop {
-		poll.True(t, 5*time.Second, "the event loop started", func() bool {
-			dead.r.p.evMu.Lock()
-			defer dead.r.p.evMu.Unlock()
-			return dead.r.p.ev != nil
-		})
-	}
+	dead.r.awaitLoop(t)
 	resp, _ = reader{t}.all(dead.client(false).Get(dead.url("/x")))
 	if resp.StatusCode < 500 || resp.Header.Get("Strict-Transport-Security") != "max-age=60" || resp.Header.Get("X-LB-Region") != "dead" {
 		t.Fatalf("dead region over HTTPS: %d HSTS %q region %q", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"), resp.Header.Get("X-LB-Region"))
@@ -474,13 +478,7 @@ func TestHTTPSCloseNotifyAfterRequests(t *testing.T) {
 	}))
 	defer g.Close()
 	f := startFront(t, Options{ClientIdleTimeout: 30 * time.Second}, FrontDoor{}, map[string]string{"r1": g.URL})
-	if bbLoopOn(f.r) {
-		poll.True(t, 5*time.Second, "the event loop started", func() bool {
-			f.r.p.evMu.Lock()
-			defer f.r.p.evMu.Unlock()
-			return f.r.p.ev != nil
-		})
-	}
+	f.r.awaitLoop(t)
 	dial := func() (*tls.Conn, *flightConn, *bufio.Reader) {
 		t.Helper()
 		raw, err := net.Dial("tcp", f.httpsAddr)
