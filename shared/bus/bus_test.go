@@ -718,3 +718,33 @@ func TestReadyCheck(t *testing.T) {
 	nc.Close()
 	require.Error(t, ready(ctx))
 }
+
+// A revision is stale once seen unchanged for the TTL on this clock; any
+// change restarts its age, and Reset starts it afresh.
+func TestRevisionAge(t *testing.T) {
+	var a bus.RevisionAge
+	t0 := time.Now()
+	ttl := 10 * time.Second
+	steps := []struct {
+		rev  uint64
+		at   time.Duration
+		want bool
+	}{
+		{5, 0, false},                 // first sight
+		{5, 9 * time.Second, false},   // not yet
+		{6, 12 * time.Second, false},  // renewed: age restarts
+		{6, 21 * time.Second, false},  // 9 s old
+		{6, 22 * time.Second, true},   // 10 s unchanged
+		{6, 100 * time.Second, true},  // still
+		{7, 101 * time.Second, false}, // taken over and renewed by another
+	}
+	for i, s := range steps {
+		if got := a.Stale(s.rev, t0.Add(s.at), ttl); got != s.want {
+			t.Fatalf("step %d (rev %d at %s): stale %v, want %v", i, s.rev, s.at, got, s.want)
+		}
+	}
+	a.Reset(7, t0.Add(200*time.Second))
+	if a.Stale(7, t0.Add(205*time.Second), ttl) || !a.Stale(7, t0.Add(210*time.Second), ttl) {
+		t.Fatal("Reset did not restart the age")
+	}
+}

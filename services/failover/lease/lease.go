@@ -85,8 +85,7 @@ type Elector struct {
 	validUntil time.Time // local deadline for acting as leader
 
 	// standby view
-	seenRev    uint64
-	seenChange time.Time
+	seen bus.RevisionAge
 }
 
 // New builds an elector; it does nothing until Run.
@@ -189,7 +188,7 @@ func (e *Elector) stepDown(rev uint64) {
 	e.leading = false
 	// Watch our own last revision like any standby: if nobody took over,
 	// it is ours to take again after TTL.
-	e.seenRev, e.seenChange = rev, time.Now()
+	e.seen.Reset(rev, time.Now())
 	e.mu.Unlock()
 	e.log.Info("leadership lost", "id", e.opts.ID, "term", term)
 	if e.opts.OnChange != nil {
@@ -218,12 +217,7 @@ func (e *Elector) campaign(ctx context.Context) {
 			e.log.Warn("lease read failed", "err", err)
 		}
 	default:
-		now := time.Now()
-		if entry.Revision() != e.seenRev {
-			e.seenRev, e.seenChange = entry.Revision(), now
-			return
-		}
-		if now.Sub(e.seenChange) < e.opts.TTL {
+		if !e.seen.Stale(entry.Revision(), time.Now(), e.opts.TTL) {
 			return
 		}
 		var d Doc

@@ -18,6 +18,8 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mrlb/mrlb/shared/bus"
 )
 
 // Key layout in the bucket: certmagic's path segments, each escaped to the
@@ -45,17 +47,11 @@ type Storage struct {
 
 	mu   sync.Mutex
 	held map[string]*heldLock
-	// seen is when this replica first saw each lock at its revision, on its
-	// own monotonic clock: a lock is taken over once its revision has not
-	// moved for the TTL, so clocks that disagree between replicas never let
-	// a live holder's lock go.
-	seen map[string]seenLock
+	// seen ages each lock's revision on this replica's clock: a lock is
+	// taken over once its revision has not moved for the TTL, so clocks
+	// that disagree between replicas never let a live holder's lock go.
+	seen map[string]*bus.RevisionAge
 	wg   sync.WaitGroup // renewers
-}
-
-type seenLock struct {
-	rev uint64
-	at  time.Time
 }
 
 type heldLock struct {
@@ -79,7 +75,7 @@ func NewStorage(kv jetstream.KeyValue, id string, ttl time.Duration) *Storage {
 	if ttl <= 0 {
 		ttl = DefaultLockTTL
 	}
-	return &Storage{kv: kv, id: id, ttl: ttl, now: time.Now, log: slog.Default(), held: map[string]*heldLock{}, seen: map[string]seenLock{}}
+	return &Storage{kv: kv, id: id, ttl: ttl, now: time.Now, log: slog.Default(), held: map[string]*heldLock{}, seen: map[string]*bus.RevisionAge{}}
 }
 
 // encodeKey turns a certmagic key ("a/b/c.crt") into KV key tokens.
@@ -288,16 +284,15 @@ func (s *Storage) tryLock(ctx context.Context, key string) (uint64, error) {
 	}
 	// The holder rewrites the lock every TTL/3: a revision unchanged for
 	// the TTL, by this replica's clock, is a dead holder's.
-	now := s.now()
 	s.mu.Lock()
-	sl, ok := s.seen[key]
-	if !ok || sl.rev != e.Revision() {
-		s.seen[key] = seenLock{rev: e.Revision(), at: now}
-		s.mu.Unlock()
-		return 0, nil
+	age := s.seen[key]
+	if age == nil {
+		age = &bus.RevisionAge{}
+		s.seen[key] = age
 	}
+	stale := age.Stale(e.Revision(), s.now(), s.ttl)
 	s.mu.Unlock()
-	if now.Sub(sl.at) < s.ttl {
+	if !stale {
 		return 0, nil
 	}
 	// Take it over on exactly this revision, so that two waiters cannot
@@ -311,7 +306,7 @@ func (s *Storage) tryLock(ctx context.Context, key string) (uint64, error) {
 	s.mu.Unlock()
 	var dead lockDoc
 	_ = json.Unmarshal(e.Value(), &dead)
-	s.log.Warn("acme: took over a lock its holder stopped renewing", "lock", key, "holder", dead.Holder, "stale_for", now.Sub(sl.at).Round(time.Millisecond))
+	s.log.Warn("acme: took over a lock its holder stopped renewing", "lock", key, "holder", dead.Holder)
 	return rev, nil
 }
 
@@ -342,7 +337,7 @@ func (s *Storage) hold(name, key string, rev uint64) {
 			switch {
 			case err == nil:
 				h.rev = rev
-			case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound):
+			case bus.IsWrongRevision(err), errors.Is(err, jetstream.ErrKeyNotFound):
 				// Another replica took the lock over (this one stalled
 				// past the TTL): its order may overlap with ours.
 				s.log.Warn("acme: lost a lock while holding it", "lock", name, "err", err)
