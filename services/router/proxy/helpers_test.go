@@ -27,8 +27,11 @@ type testRouter struct {
 	m      *metrics.Router
 	reg    *prometheus.Registry
 	p      *Proxy
-	// dial, when set, is how raw clients connect (the HTTPS listener).
-	dial func() (net.Conn, error)
+	// dial, when set, is how raw clients connect (the HTTPS listener at
+	// tlsAddr, its certificate signed by the CA in caPEM).
+	dial    func() (net.Conn, error)
+	tlsAddr string
+	caPEM   []byte
 }
 
 // startRouter runs a proxy over regions (name -> endpoint) with strategy;

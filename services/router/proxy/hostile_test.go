@@ -30,6 +30,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -101,7 +103,12 @@ type hsEnv struct {
 	m         hsMode
 	cert      tls.Certificate // the regions' certificate (https modes)
 	clientTLS *tls.Config     // the router's region TLS, trusting cert's CA
+	caPEM     []byte          // that CA
 }
+
+// hsAllModes are hsModes and https-front, for the cases that run over the
+// HTTPS listener too.
+var hsAllModes = append(append([]hsMode{}, hsModes...), hsMode{name: "https-front", front: true})
 
 func newHsEnv(t *testing.T, m hsMode) *hsEnv {
 	t.Helper()
@@ -112,7 +119,11 @@ func newHsEnv(t *testing.T, m hsMode) *hsEnv {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.cert, e.clientTLS = cert, cfg
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.cert, e.clientTLS, e.caPEM = cert, cfg, pem
 	}
 	return e
 }
@@ -152,6 +163,8 @@ func (e *hsEnv) router(t *testing.T, o Options, regs ...*hsRegion) *testRouter {
 		r.dial = func() (net.Conn, error) {
 			return tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
 		}
+		r.tlsAddr, r.caPEM = ln.Addr().String(), e.caPEM
+		r.awaitLoop(t) // connections that finish a handshake before it would take the general path
 	}
 	if e.m.name == "loop" && !bbLoopOn(r) {
 		t.Log("ROUTER_TEST_EVENT_LOOP=false: the loop mode runs on the general path")
@@ -582,7 +595,7 @@ func TestHostile(t *testing.T) {
 		{"F no invented headers", hsNoInventedHeaders},
 	}
 	modes := &hsGroup{t: t}
-	for _, m := range append(hsModes, hsMode{name: "https-front", front: true}) {
+	for _, m := range hsAllModes {
 		modes.group(m.name, func(t *testing.T) {
 			secs := &hsGroup{t: t}
 			for _, s := range sections {
@@ -1184,12 +1197,27 @@ type hsHelperReport struct {
 	First, Last                  time.Duration
 }
 
-// hsHelper starts the helper process for job against addr; reports delivers
-// its reports, and wait its exit.
-func hsHelper(t *testing.T, job, addr string, n int, timeout time.Duration) (reports <-chan hsHelperReport, wait func() error) {
+// hsClientAddr is where the helper's clients connect to r, and the CA file
+// they trust when that is r's HTTPS listener ("" for plain http).
+func hsClientAddr(t *testing.T, r *testRouter) (addr, caFile string) {
 	t.Helper()
+	if r.tlsAddr == "" {
+		return strings.TrimPrefix(r.url, "http://"), ""
+	}
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, r.caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r.tlsAddr, caFile
+}
+
+// hsHelper starts the helper process for job against r; reports delivers
+// its reports, and wait its exit.
+func hsHelper(t *testing.T, job string, r *testRouter, n int, timeout time.Duration) (reports <-chan hsHelperReport, wait func() error) {
+	t.Helper()
+	addr, caFile := hsClientAddr(t, r)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHostileHelperProcess$", "-test.count=1", "-test.timeout=5m")
-	cmd.Env = append(os.Environ(), "HS_JOB="+job, "HS_ADDR="+addr, "HS_N="+strconv.Itoa(n), "HS_TIMEOUT="+timeout.String())
+	cmd.Env = append(os.Environ(), "HS_JOB="+job, "HS_ADDR="+addr, "HS_N="+strconv.Itoa(n), "HS_TIMEOUT="+timeout.String(), "HS_CA="+caFile)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -1238,21 +1266,34 @@ func TestHostileHelperProcess(t *testing.T) {
 	addr := os.Getenv("HS_ADDR")
 	n, _ := strconv.Atoi(os.Getenv("HS_N"))
 	timeout, _ := time.ParseDuration(os.Getenv("HS_TIMEOUT"))
+	dial := func() (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Minute) }
+	if caFile := os.Getenv("HS_CA"); caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(pem)
+		cfg := &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}}
+		dial = func() (net.Conn, error) {
+			return tls.DialWithDialer(&net.Dialer{Timeout: time.Minute}, "tcp", addr, cfg)
+		}
+	}
 	report := func(r hsHelperReport) {
 		b, _ := json.Marshal(r)
 		fmt.Printf("HS:%s\n", b)
 	}
 	switch job {
 	case "burst":
-		report(hsBurstClients(addr, n))
+		report(hsBurstClients(dial, n))
 	case "slow":
-		report(hsSlowClients(addr, n, timeout, func() { report(hsHelperReport{Ready: true}) }))
+		report(hsSlowClients(dial, n, timeout, func() { report(hsHelperReport{Ready: true}) }))
 	}
 }
 
 // hsBurstClients opens n connections at once (after a start barrier), each
 // sending one GET, and sorts how they ended.
-func hsBurstClients(addr string, n int) hsHelperReport {
+func hsBurstClients(dial func() (net.Conn, error), n int) hsHelperReport {
 	var (
 		ready, done sync.WaitGroup
 		start       = make(chan struct{})
@@ -1269,7 +1310,7 @@ func hsBurstClients(addr string, n int) hsHelperReport {
 		done.Go(func() {
 			ready.Done()
 			<-start
-			c, err := net.DialTimeout("tcp", addr, time.Minute)
+			c, err := dial()
 			if err != nil {
 				note("dial: " + hsErrKind(err))
 				return
@@ -1302,6 +1343,12 @@ func hsBurstClients(addr string, n int) hsHelperReport {
 	return rep
 }
 
+// hsTLSCut reports a TLS connection the router closed without close_notify
+// (what a timeout cut is over TLS).
+func hsTLSCut(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "connection reset")
+}
+
 // hsErrKind names an error without its addresses, so that like ones
 // count together.
 func hsErrKind(err error) string {
@@ -1322,9 +1369,9 @@ func hsErrKind(err error) string {
 
 // hsSlowClients opens n connections, each sending a partial head and then
 // nothing, calls ready, and waits for the router to cut them (at most
-// timeout + 5 s after each connection was established, never before timeout
-// after its dial began).
-func hsSlowClients(addr string, n int, timeout time.Duration, ready func()) hsHelperReport {
+// timeout + 5 s after each connection was established, its TLS handshake
+// done, never before timeout after its dial began).
+func hsSlowClients(dial func() (net.Conn, error), n int, timeout time.Duration, ready func()) hsHelperReport {
 	conns := make([]net.Conn, n)
 	// dialing: the router's clock cannot start before; connected: a
 	// router that accepts late still cuts within timeout + 5 s of it.
@@ -1335,7 +1382,7 @@ func hsSlowClients(addr string, n int, timeout time.Duration, ready func()) hsHe
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 				dialing[i] = time.Now()
-				c, err := net.DialTimeout("tcp", addr, time.Minute)
+				c, err := dial()
 				if err != nil {
 					continue
 				}
@@ -1366,7 +1413,7 @@ func hsSlowClients(addr string, n int, timeout time.Duration, ready func()) hsHe
 			at := time.Now()
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) && !hsTLSCut(err) {
 				rep.NotCut++
 				return
 			}
@@ -1397,7 +1444,7 @@ func hsBurst(t *testing.T, e *hsEnv, n int) {
 	// of a burst (under -race) must not turn its own slowness into 503s and
 	// 504s.
 	r := e.router(t, Options{MaxConnsPerRegion: regionConns, DialTimeout: time.Minute, TLSHandshakeTimeout: time.Minute, ResponseHeaderTimeout: time.Minute}, g)
-	reports, wait := hsHelper(t, "burst", strings.TrimPrefix(r.url, "http://"), n, 0)
+	reports, wait := hsHelper(t, "burst", r, n, 0)
 	rep, ok := <-reports
 	if err := wait(); err != nil || !ok {
 		t.Fatalf("no report from the clients: %v", err)
@@ -1412,7 +1459,7 @@ func hsBurst(t *testing.T, e *hsEnv, n int) {
 // parallel, so that it has the machine (and, under -race, the goroutine
 // limit) to itself.
 func TestHostileBurst(t *testing.T) {
-	for _, m := range hsModes {
+	for _, m := range hsAllModes {
 		t.Run(m.name, func(t *testing.T) { hsBurst(t, newHsEnv(t, m), 2000) })
 	}
 }
@@ -1423,7 +1470,7 @@ func TestHostileBurst10000(t *testing.T) {
 	if raceEnabled {
 		t.Skip("10,000 connections exceed the race detector's goroutine limit; run without -race")
 	}
-	for _, m := range hsModes {
+	for _, m := range hsAllModes {
 		t.Run(m.name, func(t *testing.T) { hsBurst(t, newHsEnv(t, m), 10000) })
 	}
 }
@@ -1448,13 +1495,19 @@ func TestHostileSlowClients10000(t *testing.T) {
 		t.Skip("10,000 connections exceed the race detector's goroutine limit; run without -race")
 	}
 	const (
-		n       = 10000
-		timeout = 8 * time.Second
-		budget  = 200 << 20
+		n      = 10000
+		budget = 200 << 20
 	)
 	hsNeedFiles(t, n+512)
-	for _, m := range hsModes {
+	for _, m := range hsAllModes {
 		t.Run(m.name, func(t *testing.T) {
+			// Over HTTPS the clients' 10,000 handshakes take seconds of
+			// this 2-core machine before all are in: a longer timeout
+			// leaves room to measure them all held.
+			timeout := 8 * time.Second
+			if m.front {
+				timeout = 20 * time.Second
+			}
 			e := newHsEnv(t, m)
 			r := e.router(t, Options{ClientHeaderTimeout: timeout}, e.region(t, nil))
 			normal, nbr := bbDial(t, r)
@@ -1478,7 +1531,7 @@ func TestHostileSlowClients10000(t *testing.T) {
 			before := hsMem()
 
 			started := time.Now()
-			reports, wait := hsHelper(t, "slow", strings.TrimPrefix(r.url, "http://"), n, timeout)
+			reports, wait := hsHelper(t, "slow", r, n, timeout)
 			if rep, ok := <-reports; !ok || !rep.Ready {
 				t.Fatalf("the slow clients did not connect: %v", wait())
 			}
