@@ -206,7 +206,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if st == nil {
 		return nil, nil
 	}
-	if IsChallengeHello(hello) {
+	if isChallengeHello(hello) {
 		return st.magic.GetCertificate(hello)
 	}
 	name := normal(hello.ServerName)
@@ -223,14 +223,11 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	return c, nil
 }
 
-// IsChallengeHello reports whether hello is an ACME server's TLS-ALPN-01
+// isChallengeHello reports whether hello is an ACME server's TLS-ALPN-01
 // validation (it offers acme-tls/1 alone).
-func IsChallengeHello(hello *tls.ClientHelloInfo) bool {
+func isChallengeHello(hello *tls.ClientHelloInfo) bool {
 	return len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmez.ACMETLS1Protocol
 }
-
-// ALPNProto is the protocol the HTTPS listener must offer for TLS-ALPN-01.
-const ALPNProto = acmez.ACMETLS1Protocol
 
 // Certificates describes the managed certificates this replica serves.
 func (m *Manager) Certificates() []model.CertInfo {

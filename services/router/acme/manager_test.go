@@ -65,9 +65,9 @@ func TestManagerBeforeRun(t *testing.T) {
 	if m.Certificates() != nil {
 		t.Fatal("certificates before Run")
 	}
-	if !IsChallengeHello(&tls.ClientHelloInfo{SupportedProtos: []string{"acme-tls/1"}}) ||
-		IsChallengeHello(&tls.ClientHelloInfo{SupportedProtos: []string{"h2", "acme-tls/1"}}) {
-		t.Fatal("IsChallengeHello: acme-tls/1 alone, per RFC 8737")
+	if !isChallengeHello(&tls.ClientHelloInfo{SupportedProtos: []string{"acme-tls/1"}}) ||
+		isChallengeHello(&tls.ClientHelloInfo{SupportedProtos: []string{"h2", "acme-tls/1"}}) {
+		t.Fatal("isChallengeHello: acme-tls/1 alone, per RFC 8737")
 	}
 }
 
